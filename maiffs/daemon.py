@@ -1,0 +1,109 @@
+"""The mount daemon: the trio main loop, the commit interval, signals, and clean shutdown.
+
+`serve` runs in the foreground process; `maiffs mount` without -f forks first and the parent
+waits on a pipe until the child reports that the mount is up (or why it failed), so the
+command's exit status tells the truth.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections.abc import Callable
+
+import pyfuse3
+import trio
+
+from maiffs.errors import StoreError
+from maiffs.fuse.operations import Operations
+from maiffs.mounts import is_mountpoint
+from maiffs.namespace import Namespace
+from maiffs.options import MountOptions
+from maiffs.store import Store
+from maiffs.store.lock import StoreLock
+
+log = logging.getLogger(__name__)
+
+
+def check_mountpoint(mountpoint: str) -> None:
+    """Refuse mount points that are missing, not directories, busy, or not empty."""
+    if not os.path.exists(mountpoint):
+        raise StoreError(f"mount point {mountpoint} does not exist (mkdir it first)")
+    try:
+        if not os.path.isdir(mountpoint):
+            raise StoreError(f"mount point {mountpoint} is not a directory")
+        if is_mountpoint(mountpoint):
+            raise StoreError(f"{mountpoint} is already a mount point (`maiffs umount {mountpoint}` first)")
+        if os.listdir(mountpoint):
+            raise StoreError(f"mount point {mountpoint} is not empty")
+    except OSError as exc:  # e.g. ENOTCONN: a dead FUSE mount
+        raise StoreError(f"mount point {mountpoint} is unusable ({exc.strerror}); "
+                         f"if a daemon died, run `maiffs umount {mountpoint}`") from None
+
+
+async def _commit_loop(ops: Operations, interval: float) -> None:
+    """Group commit: every interval, commit buffered writes and make everything durable."""
+    while True:
+        await trio.sleep(interval)
+        await ops.flush_all(idle_ns=int(interval * 1e9))
+        try:
+            await trio.to_thread.run_sync(ops.ns.store.sync)
+        except Exception as exc:  # a full disk must not stop the loop
+            log.error("commit: %s", exc)
+
+
+async def _signal_watch() -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async for signum in signals:
+            log.info("signal %d: unmounting", signum)
+            pyfuse3.terminate()
+            return
+
+
+async def _main(ops: Operations, options: MountOptions) -> None:
+    async with trio.open_nursery() as nursery:
+        ops.nursery = nursery
+        nursery.start_soon(_commit_loop, ops, options.commit_interval)
+        nursery.start_soon(_signal_watch)
+        await pyfuse3.main()
+        await ops.shutdown()
+        nursery.cancel_scope.cancel()
+
+
+def serve(store_path: str, mountpoint: str, options: MountOptions,
+          ready: Callable[[str | None], None]) -> None:
+    """Mount and serve until unmounted; call ready(None) once mounted, ready(reason) on failure."""
+    store_path, mountpoint = os.path.abspath(store_path), os.path.abspath(mountpoint)
+    lock = store = None
+    mounted = False
+    try:
+        check_mountpoint(mountpoint)
+        lock = StoreLock(store_path, f"mounted on {mountpoint}")
+        store = Store.open(store_path)
+        ns = Namespace(store, level=options.compression, cache_bytes=options.cache_size)
+        ops = Operations(ns)
+        fuse_options = set(pyfuse3.default_options) | {f"fsname={store_path}", "subtype=maiffs"}
+        if options.allow_other:
+            fuse_options.add("allow_other")
+        if options.debug:
+            fuse_options.add("debug")
+        try:
+            pyfuse3.init(ops, mountpoint, fuse_options)
+        except RuntimeError as exc:
+            raise StoreError(f"cannot mount on {mountpoint}: {exc}") from None
+        mounted = True
+        log.info("mounted %s on %s", store_path, mountpoint)
+        ready(None)
+        trio.run(_main, ops, options)
+    except StoreError as exc:
+        ready(str(exc))
+        raise
+    finally:
+        if mounted:
+            pyfuse3.close(unmount=True)
+        if store is not None:
+            store.close()
+        if lock is not None:
+            lock.release()
+        log.info("unmounted %s", mountpoint)

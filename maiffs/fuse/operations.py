@@ -1,0 +1,335 @@
+"""pyfuse3.Operations over a Namespace: one async method per request, nothing clever.
+
+The invariant that keeps this simple (S3QL's): all namespace and store work runs on the trio
+thread, and synchronous code between two `await`s needs no locks. The only awaits are the
+chunking/compression of dirty data on worker threads and durable syncs; a per-inode trio.Lock
+orders the flushes of one file against each other and against truncation.
+
+Every handler goes through `_errors`: a FsError becomes its errno, anything unexpected is
+logged and answered with EIO, so no exception can escape and kill the mount.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import stat
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pyfuse3
+import trio
+
+from maiffs.errors import FsError, StoreError
+from maiffs.fuse.attrs import entry_attributes
+from maiffs.namespace import Namespace
+
+log = logging.getLogger(__name__)
+
+#: Start chunking a file's dirty data in the background once this much has piled up.
+FLUSH_AT = 32 << 20
+#: Make writers wait for the flush beyond this much unflushed data per file.
+BACKPRESSURE_AT = 96 << 20
+
+
+def _errors(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    @functools.wraps(fn)
+    async def wrapper(*args: Any) -> Any:
+        try:
+            return await fn(*args)
+        except pyfuse3.FUSEError:
+            raise
+        except FsError as exc:
+            if exc.errno == errno.EIO:
+                log.error("%s: %s", fn.__name__, exc)
+            raise pyfuse3.FUSEError(exc.errno) from None
+        except StoreError as exc:
+            log.error("%s: %s", fn.__name__, exc)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+        except Exception:
+            log.exception("unexpected error in %s%r", fn.__name__, args[1:3])
+            raise pyfuse3.FUSEError(errno.EIO) from None
+    return wrapper
+
+
+class Operations(pyfuse3.Operations):
+    """The FUSE face of a Namespace."""
+
+    supports_dot_lookup = True
+    enable_writeback_cache = False
+
+    def __init__(self, ns: Namespace, workers: int = 2) -> None:
+        super().__init__()
+        self.ns = ns
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="maiffs-chunk")
+        self.handles: dict[int, int] = {}
+        self.next_fh = 1
+        self.locks: dict[int, trio.Lock] = {}
+        self.deferred: dict[int, FsError] = {}
+        self.nursery: trio.Nursery | None = None
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _lock(self, ino: int) -> trio.Lock:
+        lock = self.locks.get(ino)
+        if lock is None:
+            lock = self.locks[ino] = trio.Lock()
+        return lock
+
+    def _entry(self, inode: Any) -> pyfuse3.EntryAttributes:
+        self.ns.remember(inode.ino)
+        return entry_attributes(inode)
+
+    async def _flush_locked(self, ino: int, final: bool) -> None:
+        job = self.ns.begin_flush(ino, final)
+        if job is None:
+            return
+        try:
+            prepared = await trio.to_thread.run_sync(self.ns.prepare_flush, job, self.pool.map)
+        except BaseException:
+            self.ns.abort_flush(job)
+            raise
+        self.ns.finish_flush(job, prepared)
+
+    async def flush_file(self, ino: int, final: bool = True) -> None:
+        """Chunk and commit a file's dirty data; raise an error a background flush left behind."""
+        async with self._lock(ino):
+            await self._flush_locked(ino, final)
+        self._raise_deferred(ino)
+
+    def _raise_deferred(self, ino: int) -> None:
+        exc = self.deferred.pop(ino, None)
+        if exc is not None:
+            raise exc
+
+    async def _background_flush(self, ino: int) -> None:
+        try:
+            async with self._lock(ino):
+                await self._flush_locked(ino, final=False)
+        except FsError as exc:
+            log.warning("background flush of inode %d failed: %s", ino, exc)
+            self.deferred[ino] = exc
+        except Exception:
+            log.exception("background flush of inode %d failed", ino)
+            self.deferred[ino] = FsError(errno.EIO)
+
+    async def flush_all(self, idle_ns: int | None = None) -> None:
+        """Commit every file's dirty data.
+
+        With idle_ns, files written to within the last idle_ns keep their last chunk back
+        (they are still being written); the others are flushed completely.
+        """
+        cutoff = time.time_ns() - idle_ns if idle_ns is not None else None
+        for ino, state in list(self.ns.files.items()):
+            if not state.has_unflushed():
+                continue
+            final = cutoff is None or (state.mtime_ns or 0) < cutoff
+            try:
+                async with self._lock(ino):
+                    await self._flush_locked(ino, final)
+            except FsError as exc:
+                log.warning("flush of inode %d failed: %s", ino, exc)
+                self.deferred[ino] = exc
+
+    # -- lookups and attributes ---------------------------------------------------------------
+    @_errors
+    async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return self._entry(self.ns.lookup(parent_inode, name))
+
+    async def forget(self, inode_list: list[tuple[int, int]]) -> None:
+        for ino, count in inode_list:
+            try:
+                self.ns.forget(ino, count)
+            except Exception:
+                log.exception("forget(%d) failed", ino)
+
+    @_errors
+    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext | None = None) -> pyfuse3.EntryAttributes:
+        return entry_attributes(self.ns.getattr(inode))
+
+    @_errors
+    async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
+                      fh: int | None, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        changes: dict[str, int] = {}
+        if fields.update_mode:
+            changes["mode"] = attr.st_mode
+        if fields.update_uid:
+            changes["uid"] = attr.st_uid
+        if fields.update_gid:
+            changes["gid"] = attr.st_gid
+        if fields.update_atime:
+            changes["atime_ns"] = attr.st_atime_ns
+        if fields.update_mtime:
+            changes["mtime_ns"] = attr.st_mtime_ns
+        if fields.update_ctime:
+            changes["ctime_ns"] = attr.st_ctime_ns
+        if fields.update_size:
+            async with self._lock(inode):
+                await self._flush_locked(inode, final=True)
+                result = self.ns.setattr(inode, size=attr.st_size, **changes)
+        else:
+            result = self.ns.setattr(inode, **changes)
+        return entry_attributes(result)
+
+    @_errors
+    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        return self.ns.readlink(inode)
+
+    # -- creating and removing ----------------------------------------------------------------
+    @_errors
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
+                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return self._entry(self.ns.create(parent_inode, name, mode & ~ctx.umask, ctx.uid, ctx.gid,
+                                          rdev=rdev))
+
+    @_errors
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int,
+                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        mode = stat.S_IFDIR | (mode & 0o7777 & ~ctx.umask)
+        return self._entry(self.ns.create(parent_inode, name, mode, ctx.uid, ctx.gid))
+
+    @_errors
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes,
+                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return self._entry(self.ns.create(parent_inode, name, stat.S_IFLNK | 0o777, ctx.uid,
+                                          ctx.gid, target=target))
+
+    @_errors
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
+                   ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return self._entry(self.ns.link(inode, new_parent_inode, new_name))
+
+    @_errors
+    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self.ns.unlink(parent_inode, name)
+
+    @_errors
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self.ns.rmdir(parent_inode, name)
+
+    @_errors
+    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
+                     name_new: bytes, flags: int, ctx: pyfuse3.RequestContext) -> None:
+        self.ns.rename(parent_inode_old, name_old, parent_inode_new, name_new,
+                       noreplace=bool(flags & pyfuse3.RENAME_NOREPLACE),
+                       exchange=bool(flags & pyfuse3.RENAME_EXCHANGE))
+
+    # -- files ---------------------------------------------------------------------------------
+    def _new_handle(self, ino: int) -> pyfuse3.FileInfo:
+        fh = self.next_fh
+        self.next_fh += 1
+        self.handles[fh] = ino
+        return pyfuse3.FileInfo(fh=fh, keep_cache=True)
+
+    @_errors
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        if flags & os.O_TRUNC:
+            async with self._lock(inode):
+                await self._flush_locked(inode, final=True)
+                self.ns.open(inode, truncate=True)
+        else:
+            self.ns.open(inode)
+        return self._new_handle(inode)
+
+    @_errors
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
+                     ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        inode = self.ns.create(parent_inode, name, mode & ~ctx.umask, ctx.uid, ctx.gid)
+        self.ns.open(inode.ino)
+        return self._new_handle(inode.ino), self._entry(inode)
+
+    @_errors
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        return self.ns.read(self.handles[fh], off, size)
+
+    @_errors
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        ino = self.handles[fh]
+        self._raise_deferred(ino)
+        written = self.ns.write(ino, off, buf)
+        pending = self.ns.pending_bytes(ino)
+        if pending >= BACKPRESSURE_AT:
+            await self.flush_file(ino, final=False)
+        elif pending >= FLUSH_AT and not self._lock(ino).locked() and self.nursery is not None:
+            self.nursery.start_soon(self._background_flush, ino)
+        return written
+
+    @_errors
+    async def flush(self, fh: int) -> None:
+        await self.flush_file(self.handles[fh])
+
+    @_errors
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        await self.flush_file(self.handles[fh])
+        await trio.to_thread.run_sync(self.ns.store.sync)
+
+    @_errors
+    async def release(self, fh: int) -> None:
+        ino = self.handles.pop(fh)
+        try:
+            await self.flush_file(ino)
+        finally:
+            self.ns.release(ino)
+            if ino not in self.ns.files:
+                self.locks.pop(ino, None)
+                self.deferred.pop(ino, None)
+
+    # -- directories -----------------------------------------------------------------------------
+    @_errors
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        self.ns.getattr(inode)
+        return inode
+
+    @_errors
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        for name, inode, next_id in self.ns.readdir(fh, start_id):
+            if not pyfuse3.readdir_reply(token, name, entry_attributes(inode), next_id):
+                return
+            if name not in (b".", b".."):
+                self.ns.remember(inode.ino)
+
+    async def releasedir(self, fh: int) -> None:
+        return None
+
+    @_errors
+    async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        await trio.to_thread.run_sync(self.ns.store.sync)
+
+    @_errors
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        info = self.ns.statfs()
+        out = pyfuse3.StatvfsData()
+        out.f_bsize = out.f_frsize = 4096
+        out.f_blocks = info["total_bytes"] // 4096
+        out.f_bfree = out.f_bavail = info["free_bytes"] // 4096
+        out.f_files = info["inodes"] + (1 << 32)
+        out.f_ffree = out.f_favail = 1 << 32
+        out.f_namemax = info["name_max"]
+        return out
+
+    # -- xattrs ------------------------------------------------------------------------------------
+    @_errors
+    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        return self.ns.getxattr(inode, name)
+
+    @_errors
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self.ns.setxattr(inode, name, value)
+
+    @_errors
+    async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
+        return self.ns.listxattr(inode)
+
+    @_errors
+    async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self.ns.removexattr(inode, name)
+
+    # -- lifetime ----------------------------------------------------------------------------------
+    async def shutdown(self) -> None:
+        """After unmount: commit everything still buffered and make it durable."""
+        await self.flush_all()
+        self.ns.store.sync()
+        self.pool.shutdown(wait=True)

@@ -1,0 +1,52 @@
+"""Finding maiffs mounts in the mount table, so commands can take a mount point for a store."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+FSTYPE = "fuse.maiffs"
+
+
+@dataclass(frozen=True)
+class MountEntry:
+    mountpoint: str
+    store: str
+
+
+def _unescape(field: str) -> str:
+    return field.encode().decode("unicode_escape").encode("latin-1").decode(errors="surrogateescape")
+
+
+def maiffs_mounts() -> list[MountEntry]:
+    """Every maiffs mount of this mount namespace (the source field is the store's path)."""
+    entries = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            if fields[sep + 1] == FSTYPE:
+                entries.append(MountEntry(_unescape(fields[4]), _unescape(fields[sep + 2])))
+    return entries
+
+
+def find_mount(path: str) -> MountEntry | None:
+    """The maiffs mount whose mount point is path, if any."""
+    real = os.path.realpath(path)
+    for entry in maiffs_mounts():
+        if entry.mountpoint == real:
+            return entry
+    return None
+
+
+def is_mountpoint(path: str) -> bool:
+    """True if anything at all is mounted on path (dead FUSE mounts included)."""
+    real = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        return any(_unescape(line.split()[4]) == real for line in f)
+
+
+def resolve_store(path: str) -> str:
+    """A store directory, given either it or a mount point of it."""
+    entry = find_mount(path)
+    return entry.store if entry else os.path.abspath(path)

@@ -1,0 +1,178 @@
+"""A regular file's bytes as extents: file offset -> (chunk id, length), holes being absent.
+
+Extents always cover whole chunks, so a change rewrites exactly the chunks it touches: the
+dirty bytes are widened to the boundaries of the stored chunks they overlap (`plan_regions`),
+the widened regions are cut anew by the content-defined chunker (`prepare_region`, pure and
+thread-safe), and the old extents of those regions are replaced in one transaction
+(`replace_region`). All-zero chunks become holes, so sparse files and zero runs cost nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from maiffs.namespace.records import decode_extent, encode_extent, extent_key, ino_key, key_ino
+from maiffs.store.chunker import ChunkParams, cut_points
+from maiffs.store.chunks import ChunkStore, PreparedChunk, prepare_chunk
+from maiffs.store.env import Txn
+
+
+@dataclass
+class Region:
+    """A byte range to rewrite: its new content, and whether its last chunk may wait for more."""
+
+    start: int
+    data: bytearray
+    hold_tail: bool = False
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.data)
+
+
+@dataclass
+class PreparedRegion:
+    """A region cut into chunks: (file offset, chunk or None for a hole) and a held-back tail."""
+
+    start: int
+    end: int
+    pieces: list[tuple[int, int, PreparedChunk | None]] = field(default_factory=list)
+    tail: bytes = b""
+
+
+def iter_extents(txn: Txn, ino: int, start: int, end: int) -> Iterator[tuple[int, bytes, int]]:
+    """Yield (offset, chunk id, length) of the extents overlapping [start, end), in order."""
+    prefix = ino_key(ino)
+    first = extent_key(ino, start)
+    cur = txn.cursor("extents")
+    found = cur.set_range(first)
+    if (cur.prev() if found else cur.last()) and cur.key().startswith(prefix):
+        off = key_ino(cur.key(), 8)
+        cid, length = decode_extent(cur.value())
+        if off < start < off + length:  # an extent starting earlier reaches into the range
+            yield off, cid, length
+    if not cur.set_range(first):
+        return
+    for key, value in cur:
+        off = key_ino(key, 8)
+        if not key.startswith(prefix) or off >= end:
+            return
+        cid, length = decode_extent(value)
+        yield off, cid, length
+
+
+def read_stored(txn: Txn, chunks: ChunkStore, ino: int, off: int, size: int) -> bytearray:
+    """The stored bytes of [off, off+size): chunk data where there are extents, zeros elsewhere."""
+    out = bytearray(size)
+    end = off + size
+    for ext_off, cid, length in iter_extents(txn, ino, off, end):
+        data = chunks.get(txn, cid)
+        lo, hi = max(off, ext_off), min(end, ext_off + length)
+        out[lo - off:hi - off] = memoryview(data)[lo - ext_off:hi - ext_off]
+    return out
+
+
+def plan_regions(txn: Txn, chunks: ChunkStore, ino: int, segments: list[tuple[int, bytearray]],
+                 min_chunk: int, hold_tail_from: int | None) -> list[Region]:
+    """Widen dirty segments to whole stored chunks and fill them with old bytes under new ones.
+
+    A short extent ending right where a segment starts is taken in too, so a file appended
+    to in small fsync'd steps ends up in full-sized chunks. Segments reaching hold_tail_from
+    (the end of the file, for a flush that is not final) may keep their last chunk back.
+    """
+    spans: list[list[int]] = []
+    for seg_start, buf in segments:
+        lo, hi = seg_start, seg_start + len(buf)
+        for ext_off, _cid, length in iter_extents(txn, ino, max(0, lo - 1), hi):
+            if ext_off < lo and (ext_off + length > lo or length < min_chunk):
+                lo = ext_off
+            hi = max(hi, ext_off + length)
+        if spans and lo <= spans[-1][1]:
+            spans[-1][1] = max(spans[-1][1], hi)
+        else:
+            spans.append([lo, hi])
+    regions = []
+    seg_iter = iter(segments)
+    pending = next(seg_iter, None)
+    for lo, hi in spans:
+        data = read_stored(txn, chunks, ino, lo, hi - lo)
+        while pending is not None and pending[0] < hi:
+            data[pending[0] - lo:pending[0] - lo + len(pending[1])] = pending[1]
+            pending = next(seg_iter, None)
+        regions.append(Region(lo, data, hold_tail=hold_tail_from is not None and hi >= hold_tail_from))
+    return regions
+
+
+_ZEROS = bytes(ChunkParams().max_size)
+
+
+def is_zero(data: memoryview) -> bool:
+    """True for an all-zero buffer (stored as a hole)."""
+    if len(data) <= len(_ZEROS):
+        return data == memoryview(_ZEROS)[:len(data)]
+    return bytes(data).count(0) == len(data)
+
+
+def _prepare_piece(args: tuple[memoryview, int]) -> PreparedChunk | None:
+    piece, level = args
+    return None if is_zero(piece) else prepare_chunk(piece, level)
+
+
+def prepare_region(region: Region, params: ChunkParams, level: int,
+                   mapper: Callable = map) -> PreparedRegion:
+    """Cut a region into chunks and hash/compress them (with mapper, e.g. a thread pool's map).
+
+    Pure: safe on worker threads. A region that may hold its tail keeps its last chunk back.
+    """
+    view = memoryview(region.data)
+    cuts = cut_points(view, params)
+    if region.hold_tail:
+        keep = cuts[-2] if len(cuts) > 1 else 0
+        cuts = cuts[:-1]
+    else:
+        keep = len(view)
+    out = PreparedRegion(region.start, region.start + keep, tail=bytes(view[keep:]))
+    bounds = list(zip([0] + cuts[:-1], cuts))
+    chunks = mapper(_prepare_piece, [(view[lo:hi], level) for lo, hi in bounds])
+    out.pieces = [(region.start + lo, hi - lo, chunk) for (lo, hi), chunk in zip(bounds, chunks)]
+    return out
+
+
+def replace_region(txn: Txn, chunks: ChunkStore, ino: int, start: int, end: int,
+                   pieces: list[tuple[int, int, PreparedChunk | None]]) -> int:
+    """Replace the extents inside [start, end) by pieces; return the change in stored bytes."""
+    removed = delete_extents(txn, chunks, ino, start, end)
+    added = 0
+    for off, length, chunk in pieces:
+        if chunk is None:
+            continue
+        chunks.add(txn, chunk)
+        txn.put("extents", extent_key(ino, off), encode_extent(chunk.id, length))
+        added += length
+    txn.count(referenced_bytes=added)
+    return added - removed
+
+
+def delete_extents(txn: Txn, chunks: ChunkStore, ino: int, start: int, end: int) -> int:
+    """Drop the extents starting inside [start, end) with their chunk references."""
+    doomed = [(off, cid, length) for off, cid, length in iter_extents(txn, ino, start, end)
+              if off >= start]
+    removed = 0
+    for off, cid, length in doomed:
+        txn.delete("extents", extent_key(ino, off))
+        chunks.decref(txn, cid)
+        removed += length
+    txn.count(referenced_bytes=-removed)
+    return removed
+
+
+def truncate_extents(txn: Txn, chunks: ChunkStore, ino: int, size: int, level: int) -> int:
+    """Cut a file's extents at size (the chunk across it is rewritten); return stored-bytes change."""
+    delta = 0
+    for off, cid, length in list(iter_extents(txn, ino, size, size + 1)):
+        if off < size < off + length:
+            head = memoryview(chunks.get(txn, cid))[:size - off]
+            piece = None if is_zero(head) else prepare_chunk(head, level)
+            delta += replace_region(txn, chunks, ino, off, off + length, [(off, size - off, piece)])
+    return delta - delete_extents(txn, chunks, ino, size, 1 << 64)

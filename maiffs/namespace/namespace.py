@@ -1,0 +1,707 @@
+"""POSIX semantics over the store, in plain Python (no FUSE types): design.md §2.2.
+
+Every operation that changes the tree is one store transaction, built so that the closure
+passed to `Store.write` touches nothing but the transaction; in-memory state (open files,
+lookup counts) changes only after the commit. Callers are expected to be single-threaded
+(the trio loop): there is no locking here, and none is needed between calls.
+"""
+
+from __future__ import annotations
+
+import errno
+import stat
+import struct
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
+
+import blake3
+
+from maiffs.errors import FsError
+from maiffs.namespace import filedata
+from maiffs.namespace.filedata import PreparedRegion, Region
+from maiffs.namespace.openfiles import FileState
+from maiffs.namespace.records import (ROOT_INO, Inode, cookie_key, decode_dirent, dirent_key,
+                                      encode_dirent, ino_key, key_ino, now_ns)
+from maiffs.store.chunker import ChunkParams
+from maiffs.store.chunks import ChunkStore
+from maiffs.store.env import Store, Txn
+
+NAME_MAX = 255
+SYMLINK_MAX = 4095
+#: Largest file size, as ext4 with 4 KiB blocks: larger sizes give EFBIG.
+MAX_FILE_SIZE = 1 << 44
+XATTR_VALUE_MAX = 65536
+XATTR_TOTAL_MAX = 1 << 20
+ID_XATTR = b"user.maiffs.id"
+XATTR_NAMESPACES = (b"user.", b"trusted.", b"security.")
+#: readdir offsets 1 and 2 are "." and ".."; entries get cookies from here up.
+FIRST_COOKIE = 3
+RELATIME_NS = 24 * 3600 * 10**9
+
+
+@dataclass
+class FlushJob:
+    """Dirty data taken from a file for chunking; see Namespace.begin_flush."""
+
+    ino: int
+    regions: list[Region]
+    final: bool
+
+
+class Namespace:
+    """The filesystem tree of one store."""
+
+    def __init__(self, store: Store, params: ChunkParams = ChunkParams(),
+                 level: int = 3, cache_bytes: int = 64 << 20) -> None:
+        self.store = store
+        self.params = params
+        self.level = level
+        self.chunks = ChunkStore(cache_bytes)
+        self.files: dict[int, FileState] = {}
+        self.lookups: dict[int, int] = {}
+        self._ids: dict[int, tuple[int, int, int, str]] = {}
+        if not store.readonly:
+            self.store.write(self._ensure_root)
+            self.purge_orphans()
+
+    # -- records ---------------------------------------------------------------------------
+    @staticmethod
+    def _load(txn: Txn, ino: int) -> Inode:
+        raw = txn.get("inodes", ino_key(ino))
+        if raw is None:
+            raise FsError(errno.ENOENT, f"inode {ino}")
+        return Inode.decode(ino, raw)
+
+    @staticmethod
+    def _save(txn: Txn, inode: Inode) -> None:
+        txn.put("inodes", ino_key(inode.ino), inode.encode())
+
+    def _ensure_root(self, txn: Txn) -> None:
+        if txn.get("inodes", ino_key(ROOT_INO)) is None:
+            t = now_ns()
+            self._save(txn, Inode(ROOT_INO, stat.S_IFDIR | 0o755, 0, 0, 2, parent=ROOT_INO,
+                                  atime_ns=t, mtime_ns=t, ctime_ns=t, birth_ns=t))
+            txn.count(inodes=1)
+
+    def _view(self, inode: Inode) -> Inode:
+        """The inode as users see it: stored record plus unflushed writes."""
+        state = self.files.get(inode.ino)
+        if state is None or not state.has_unflushed() and state.size == inode.size:
+            return inode
+        return replace(inode, size=state.size, allocated=inode.allocated + state.pending_bytes(),
+                       mtime_ns=state.mtime_ns or inode.mtime_ns,
+                       ctime_ns=state.ctime_ns or inode.ctime_ns)
+
+    def getattr(self, ino: int) -> Inode:
+        with self.store.read() as txn:
+            return self._view(self._load(txn, ino))
+
+    def _entry(self, txn: Txn, parent: int, name: bytes) -> int | None:
+        raw = txn.get("dirents", dirent_key(parent, name))
+        return decode_dirent(raw)[0] if raw else None
+
+    def _dir(self, txn: Txn, ino: int) -> Inode:
+        inode = self._load(txn, ino)
+        if not stat.S_ISDIR(inode.mode):
+            raise FsError(errno.ENOTDIR)
+        return inode
+
+    @staticmethod
+    def _check_name(name: bytes) -> None:
+        if len(name) > NAME_MAX:
+            raise FsError(errno.ENAMETOOLONG)
+        if not name or b"/" in name or name in (b".", b".."):
+            raise FsError(errno.EINVAL, f"bad name {name!r}")
+
+    # -- lookups ------------------------------------------------------------------------
+    def lookup(self, parent: int, name: bytes) -> Inode:
+        with self.store.read() as txn:
+            pdir = self._dir(txn, parent)
+            if name == b".":
+                return self._view(pdir)
+            if name == b"..":
+                return self._view(self._load(txn, pdir.parent))
+            if len(name) > NAME_MAX:
+                raise FsError(errno.ENAMETOOLONG)
+            child = self._entry(txn, parent, name)
+            if child is None:
+                raise FsError(errno.ENOENT)
+            return self._view(self._load(txn, child))
+
+    def remember(self, ino: int, count: int = 1) -> None:
+        """The kernel now holds count more references to ino (lookup, create, readdirplus)."""
+        self.lookups[ino] = self.lookups.get(ino, 0) + count
+
+    def forget(self, ino: int, count: int) -> None:
+        """The kernel dropped references; an unlinked inode nobody holds is deleted."""
+        left = self.lookups.get(ino, 0) - count
+        if left > 0:
+            self.lookups[ino] = left
+            return
+        self.lookups.pop(ino, None)
+        self._delete_if_unused(ino)
+
+    # -- creating ---------------------------------------------------------------------
+    def create(self, parent: int, name: bytes, mode: int, uid: int, gid: int, rdev: int = 0,
+               target: bytes | None = None) -> Inode:
+        """Make a new inode of any type (mode carries S_IFMT) named name in parent."""
+        self._check_name(name)
+        if target is not None and len(target) > SYMLINK_MAX:
+            raise FsError(errno.ENAMETOOLONG)
+
+        def txn_fn(txn: Txn) -> Inode:
+            pdir = self._dir(txn, parent)
+            if pdir.nlink == 0:
+                raise FsError(errno.ENOENT, "directory was removed")
+            if self._entry(txn, parent, name) is not None:
+                raise FsError(errno.EEXIST)
+            t = now_ns()
+            new_mode, new_gid = mode, gid
+            if pdir.mode & stat.S_ISGID:
+                new_gid = pdir.gid
+                if stat.S_ISDIR(mode):
+                    new_mode |= stat.S_ISGID
+            is_dir = stat.S_ISDIR(mode)
+            ino = self.store.next_id(txn, b"next_ino", ROOT_INO + 1)
+            inode = Inode(ino, new_mode, uid, new_gid, 2 if is_dir else 1, rdev=rdev,
+                          parent=parent if is_dir else 0, atime_ns=t, mtime_ns=t, ctime_ns=t,
+                          birth_ns=t)
+            if target is not None:
+                txn.put("symlinks", ino_key(ino), target)
+                inode.size = len(target)
+            self._save(txn, inode)
+            self._add_entry(txn, parent, name, ino)
+            pdir.mtime_ns = pdir.ctime_ns = t
+            if is_dir:
+                pdir.nlink += 1
+            self._save(txn, pdir)
+            txn.count(inodes=1)
+            return inode
+
+        return self.store.write(txn_fn)
+
+    def _add_entry(self, txn: Txn, parent: int, name: bytes, ino: int) -> None:
+        cookie = self.store.next_id(txn, b"next_cookie", FIRST_COOKIE)
+        txn.put("dirents", dirent_key(parent, name), encode_dirent(ino, cookie))
+        txn.put("dircookies", cookie_key(parent, cookie), name)
+
+    def _remove_entry(self, txn: Txn, parent: int, name: bytes) -> None:
+        raw = txn.get("dirents", dirent_key(parent, name))
+        _child, cookie = decode_dirent(raw)
+        txn.delete("dirents", dirent_key(parent, name))
+        txn.delete("dircookies", cookie_key(parent, cookie))
+
+    def link(self, ino: int, parent: int, name: bytes) -> Inode:
+        self._check_name(name)
+
+        def txn_fn(txn: Txn) -> Inode:
+            inode = self._load(txn, ino)
+            if stat.S_ISDIR(inode.mode):
+                raise FsError(errno.EPERM, "hard links to directories are not allowed")
+            if inode.nlink == 0:
+                raise FsError(errno.ENOENT)
+            pdir = self._dir(txn, parent)
+            if self._entry(txn, parent, name) is not None:
+                raise FsError(errno.EEXIST)
+            if inode.nlink >= 65000:
+                raise FsError(errno.EMLINK)
+            t = now_ns()
+            self._add_entry(txn, parent, name, ino)
+            inode.nlink += 1
+            inode.ctime_ns = t
+            pdir.mtime_ns = pdir.ctime_ns = t
+            self._save(txn, inode)
+            self._save(txn, pdir)
+            return inode
+
+        return self._view(self.store.write(txn_fn))
+
+    def readlink(self, ino: int) -> bytes:
+        with self.store.read() as txn:
+            inode = self._load(txn, ino)
+            if not stat.S_ISLNK(inode.mode):
+                raise FsError(errno.EINVAL)
+            return bytes(txn.get("symlinks", ino_key(ino)) or b"")
+
+    # -- removing -------------------------------------------------------------------------
+    def unlink(self, parent: int, name: bytes) -> None:
+        self._remove(parent, name, want_dir=False)
+
+    def rmdir(self, parent: int, name: bytes) -> None:
+        if name == b".":
+            raise FsError(errno.EINVAL)
+        if name == b"..":
+            raise FsError(errno.ENOTEMPTY)
+        self._remove(parent, name, want_dir=True)
+
+    def _remove(self, parent: int, name: bytes, want_dir: bool) -> None:
+        def txn_fn(txn: Txn) -> int:
+            pdir = self._dir(txn, parent)
+            child = self._entry(txn, parent, name)
+            if child is None:
+                raise FsError(errno.ENOENT)
+            inode = self._load(txn, child)
+            is_dir = stat.S_ISDIR(inode.mode)
+            if want_dir and not is_dir:
+                raise FsError(errno.ENOTDIR)
+            if not want_dir and is_dir:
+                raise FsError(errno.EISDIR)
+            if is_dir and not self._is_empty(txn, child):
+                raise FsError(errno.ENOTEMPTY)
+            t = now_ns()
+            self._remove_entry(txn, parent, name)
+            self._drop_link(txn, inode, pdir, t)
+            pdir.mtime_ns = pdir.ctime_ns = t
+            self._save(txn, pdir)
+            return child
+
+        self._delete_if_unused(self.store.write(txn_fn))
+
+    def _drop_link(self, txn: Txn, inode: Inode, pdir: Inode, t: int) -> None:
+        """One name of inode (in pdir) is gone: fix link counts, mark it orphan at zero."""
+        if stat.S_ISDIR(inode.mode):
+            inode.nlink = 0
+            pdir.nlink -= 1
+        else:
+            inode.nlink -= 1
+        inode.ctime_ns = t
+        self._save(txn, inode)
+        if inode.nlink == 0:
+            txn.put("orphans", ino_key(inode.ino), b"")
+
+    @staticmethod
+    def _is_empty(txn: Txn, ino: int) -> bool:
+        return next(txn.prefix_items("dirents", ino_key(ino)), None) is None
+
+    def _delete_if_unused(self, ino: int) -> None:
+        """Delete an unlinked inode once no handle and no kernel reference holds it."""
+        if self.lookups.get(ino) or ino in self.files:
+            return
+        self.store.write(lambda txn: self._delete_inode(txn, ino))
+
+    def _delete_inode(self, txn: Txn, ino: int) -> None:
+        raw = txn.get("inodes", ino_key(ino))
+        if raw is None:
+            txn.delete("orphans", ino_key(ino))
+            return
+        inode = Inode.decode(ino, raw)
+        if inode.nlink > 0:
+            txn.delete("orphans", ino_key(ino))
+            return
+        if stat.S_ISREG(inode.mode):
+            filedata.delete_extents(txn, self.chunks, ino, 0, 1 << 64)
+            txn.count(logical_bytes=-inode.size)
+        for key, _value in list(txn.prefix_items("xattrs", ino_key(ino))):
+            txn.delete("xattrs", key)
+        txn.delete("symlinks", ino_key(ino))
+        txn.delete("inodes", ino_key(ino))
+        txn.delete("orphans", ino_key(ino))
+        txn.count(inodes=-1)
+
+    def purge_orphans(self) -> int:
+        """Delete inodes left unlinked-but-open by a previous run (they can have no users now)."""
+        with self.store.read() as txn:
+            orphans = [key_ino(k) for k, _ in txn.prefix_items("orphans", b"")]
+        for ino in orphans:
+            self.store.write(lambda txn, ino=ino: self._delete_inode(txn, ino))
+        return len(orphans)
+
+    # -- rename ---------------------------------------------------------------------------
+    def rename(self, old_parent: int, old_name: bytes, new_parent: int, new_name: bytes,
+               noreplace: bool = False, exchange: bool = False) -> None:
+        self._check_name(new_name)
+
+        def txn_fn(txn: Txn) -> int | None:
+            t = now_ns()
+            src_dir, dst_dir = self._dir(txn, old_parent), self._dir(txn, new_parent)
+            src_ino = self._entry(txn, old_parent, old_name)
+            if src_ino is None:
+                raise FsError(errno.ENOENT)
+            dst_ino = self._entry(txn, new_parent, new_name)
+            if dst_ino is not None and noreplace:
+                raise FsError(errno.EEXIST)
+            if dst_ino is None and exchange:
+                raise FsError(errno.ENOENT)
+            src = self._load(txn, src_ino)
+            dst = self._load(txn, dst_ino) if dst_ino is not None else None
+            if stat.S_ISDIR(src.mode) and old_parent != new_parent:
+                self._refuse_into_own_subtree(txn, src_ino, new_parent)
+            if exchange and dst is not None and stat.S_ISDIR(dst.mode) and old_parent != new_parent:
+                self._refuse_into_own_subtree(txn, dst_ino, old_parent)
+            if src_ino == dst_ino:
+                return None
+            if exchange:
+                self._exchange(txn, src_dir, old_name, src, dst_dir, new_name, dst, t)
+                return None
+            doomed = None
+            if dst is not None:
+                if stat.S_ISDIR(src.mode) and not stat.S_ISDIR(dst.mode):
+                    raise FsError(errno.ENOTDIR)
+                if not stat.S_ISDIR(src.mode) and stat.S_ISDIR(dst.mode):
+                    raise FsError(errno.EISDIR)
+                if stat.S_ISDIR(dst.mode) and not self._is_empty(txn, dst_ino):
+                    raise FsError(errno.ENOTEMPTY)
+                self._remove_entry(txn, new_parent, new_name)
+                self._drop_link(txn, dst, dst_dir, t)
+                doomed = dst_ino
+            self._remove_entry(txn, old_parent, old_name)
+            self._add_entry(txn, new_parent, new_name, src_ino)
+            if stat.S_ISDIR(src.mode) and old_parent != new_parent:
+                src.parent = new_parent
+                src_dir.nlink -= 1
+                dst_dir.nlink += 1
+            src.ctime_ns = t
+            self._save(txn, src)
+            self._touch_dirs(txn, src_dir, dst_dir, t)
+            return doomed
+
+        doomed = self.store.write(txn_fn)
+        if doomed is not None:
+            self._delete_if_unused(doomed)
+
+    def _exchange(self, txn: Txn, src_dir: Inode, old_name: bytes, src: Inode, dst_dir: Inode,
+                  new_name: bytes, dst: Inode, t: int) -> None:
+        self._remove_entry(txn, src_dir.ino, old_name)
+        self._remove_entry(txn, dst_dir.ino, new_name)
+        self._add_entry(txn, src_dir.ino, old_name, dst.ino)
+        self._add_entry(txn, dst_dir.ino, new_name, src.ino)
+        if src_dir.ino != dst_dir.ino:
+            for moved, into, out_of in ((src, dst_dir, src_dir), (dst, src_dir, dst_dir)):
+                if stat.S_ISDIR(moved.mode):
+                    moved.parent = into.ino
+                    into.nlink += 1
+                    out_of.nlink -= 1
+        src.ctime_ns = dst.ctime_ns = t
+        self._save(txn, src)
+        self._save(txn, dst)
+        self._touch_dirs(txn, src_dir, dst_dir, t)
+
+    def _touch_dirs(self, txn: Txn, a: Inode, b: Inode, t: int) -> None:
+        a.mtime_ns = a.ctime_ns = t
+        if a.ino == b.ino:
+            self._save(txn, a)
+            return
+        b.mtime_ns = b.ctime_ns = t
+        self._save(txn, a)
+        self._save(txn, b)
+
+    def _refuse_into_own_subtree(self, txn: Txn, moved: int, target_parent: int) -> None:
+        """EINVAL when a directory would be moved into itself or below itself."""
+        ino = target_parent
+        while True:
+            if ino == moved:
+                raise FsError(errno.EINVAL, "cannot move a directory into its own subtree")
+            if ino == ROOT_INO:
+                return
+            ino = self._load(txn, ino).parent
+
+    # -- readdir -------------------------------------------------------------------------
+    def readdir(self, ino: int, start: int) -> Iterator[tuple[bytes, Inode, int]]:
+        """Yield (name, attributes, offset of the next entry) from offset start on.
+
+        Offsets are per-entry cookies that never change, so a listing interrupted while
+        entries are added or removed resumes without skipping or repeating survivors.
+        """
+        with self.store.read() as txn:
+            dirnode = self._dir(txn, ino)
+            if start < 1:
+                yield b".", self._view(dirnode), 1
+            if start < 2:
+                yield b"..", self._view(self._load(txn, dirnode.parent)), 2
+            prefix = ino_key(ino)
+            first = struct.pack(">Q", max(start, FIRST_COOKIE))
+            for key, name in txn.prefix_items("dircookies", prefix, first):
+                cookie = key_ino(key, 8)
+                child = self._entry(txn, ino, bytes(name))
+                if child is None:
+                    continue
+                yield bytes(name), self._view(self._load(txn, child)), cookie + 1
+
+    # -- attributes -----------------------------------------------------------------------
+    def setattr(self, ino: int, mode: int | None = None, uid: int | None = None,
+                gid: int | None = None, size: int | None = None, atime_ns: int | None = None,
+                mtime_ns: int | None = None, ctime_ns: int | None = None) -> Inode:
+        state = self.files.get(ino)
+        if size is not None:
+            if size > MAX_FILE_SIZE:
+                raise FsError(errno.EFBIG)
+            if size < 0:
+                raise FsError(errno.EINVAL)
+            if state is not None and state.has_unflushed():
+                self.flush(ino)
+
+        def txn_fn(txn: Txn) -> Inode:
+            inode = self._load(txn, ino)
+            t = now_ns()
+            if size is not None:
+                if stat.S_ISDIR(inode.mode):
+                    raise FsError(errno.EISDIR)
+                if not stat.S_ISREG(inode.mode):
+                    raise FsError(errno.EINVAL)
+                if size < inode.size:
+                    inode.allocated += filedata.truncate_extents(txn, self.chunks, ino, size,
+                                                                 self.level)
+                txn.count(logical_bytes=size - inode.size)
+                inode.size = size
+                inode.mtime_ns = t
+                self._ids.pop(ino, None)
+            if mode is not None:
+                inode.mode = stat.S_IFMT(inode.mode) | (mode & 0o7777)
+            if uid is not None:
+                inode.uid = uid
+            if gid is not None:
+                inode.gid = gid
+            if atime_ns is not None:
+                inode.atime_ns = atime_ns
+            if mtime_ns is not None:
+                inode.mtime_ns = mtime_ns
+            inode.ctime_ns = ctime_ns if ctime_ns is not None else t
+            self._save(txn, inode)
+            return inode
+
+        inode = self.store.write(txn_fn)
+        if state is not None and size is not None:
+            state.size = size
+        return self._view(inode)
+
+    # -- xattrs ---------------------------------------------------------------------------
+    def getxattr(self, ino: int, name: bytes) -> bytes:
+        if name == ID_XATTR:
+            return self.content_id(ino).encode()
+        with self.store.read() as txn:
+            self._load(txn, ino)
+            value = txn.get("xattrs", ino_key(ino) + name)
+        if value is None:
+            raise FsError(errno.ENODATA)
+        return bytes(value)
+
+    def listxattr(self, ino: int) -> list[bytes]:
+        with self.store.read() as txn:
+            self._load(txn, ino)
+            return [bytes(k[8:]) for k, _ in txn.prefix_items("xattrs", ino_key(ino))]
+
+    def setxattr(self, ino: int, name: bytes, value: bytes, create: bool = False,
+                 replace_only: bool = False) -> None:
+        if name == ID_XATTR:
+            raise FsError(errno.EPERM, f"{ID_XATTR.decode()} is computed from the content")
+        if not name.startswith(XATTR_NAMESPACES):
+            raise FsError(errno.EOPNOTSUPP)
+        if len(name) > 255:
+            raise FsError(errno.ERANGE)
+        if len(value) > XATTR_VALUE_MAX:
+            raise FsError(errno.E2BIG)
+
+        def txn_fn(txn: Txn) -> None:
+            inode = self._load(txn, ino)
+            key = ino_key(ino) + name
+            old = txn.get("xattrs", key)
+            if create and old is not None:
+                raise FsError(errno.EEXIST)
+            if replace_only and old is None:
+                raise FsError(errno.ENODATA)
+            total = sum(len(k) - 8 + len(v) for k, v in txn.prefix_items("xattrs", ino_key(ino)))
+            if total - (len(name) + len(old) if old is not None else 0) + len(name) + len(value) > XATTR_TOTAL_MAX:
+                raise FsError(errno.ENOSPC, "too many extended attributes on one inode")
+            txn.put("xattrs", key, value)
+            inode.ctime_ns = now_ns()
+            self._save(txn, inode)
+
+        self.store.write(txn_fn)
+
+    def removexattr(self, ino: int, name: bytes) -> None:
+        def txn_fn(txn: Txn) -> None:
+            inode = self._load(txn, ino)
+            if not txn.delete("xattrs", ino_key(ino) + name):
+                raise FsError(errno.ENODATA)
+            inode.ctime_ns = now_ns()
+            self._save(txn, inode)
+
+        self.store.write(txn_fn)
+
+    # -- regular files ----------------------------------------------------------------------
+    def open(self, ino: int, truncate: bool = False) -> Inode:
+        """Count an open handle (regular files keep a FileState while open)."""
+        inode = self.getattr(ino)
+        if stat.S_ISREG(inode.mode):
+            state = self.files.get(ino)
+            if state is None:
+                state = self.files[ino] = FileState(size=inode.size)
+            state.opens += 1
+            if truncate:
+                try:
+                    inode = self.setattr(ino, size=0)
+                except FsError:
+                    self.release(ino)
+                    raise
+        return inode
+
+    def release(self, ino: int) -> None:
+        """One handle closed; with the last one the file's state is flushed and dropped."""
+        state = self.files.get(ino)
+        if state is None:
+            return
+        state.opens -= 1
+        if state.opens > 0:
+            return
+        try:
+            if state.has_unflushed():
+                self.flush(ino)
+        finally:
+            del self.files[ino]
+            self._delete_if_unused(ino)
+
+    def read(self, ino: int, off: int, size: int) -> bytes:
+        data, inode = self._read(ino, off, size)
+        self._touch_atime(inode)
+        return data
+
+    def _read(self, ino: int, off: int, size: int) -> tuple[bytes, Inode]:
+        state = self.files.get(ino)
+        with self.store.read() as txn:
+            inode = self._load(txn, ino)
+            file_size = state.size if state is not None else inode.size
+            if off >= file_size or size <= 0:
+                return b"", inode
+            size = min(size, file_size - off)
+            buf = filedata.read_stored(txn, self.chunks, ino, off, size)
+        if state is not None:
+            state.overlay(off, buf)
+        return bytes(buf), inode
+
+    def _touch_atime(self, inode: Inode) -> None:
+        """relatime, as Linux mounts by default: atime moves when it is older than m/ctime or a day."""
+        t = now_ns()
+        if (inode.atime_ns > inode.mtime_ns and inode.atime_ns > inode.ctime_ns
+                and t - inode.atime_ns < RELATIME_NS) or self.store.readonly:
+            return
+
+        def txn_fn(txn: Txn) -> None:
+            current = self._load(txn, inode.ino)
+            current.atime_ns = t
+            self._save(txn, current)
+
+        self.store.write(txn_fn)
+
+    def write(self, ino: int, off: int, data: bytes) -> int:
+        """Buffer a write; the caller flushes when `pending_bytes` grows large."""
+        if off + len(data) > MAX_FILE_SIZE:
+            raise FsError(errno.EFBIG)
+        state = self.files.get(ino)
+        if state is None:
+            raise FsError(errno.EBADF, "write to a file that is not open")
+        state.dirty.write(off, data)
+        state.size = max(state.size, off + len(data))
+        state.mtime_ns = state.ctime_ns = now_ns()
+        self._ids.pop(ino, None)
+        return len(data)
+
+    def pending_bytes(self, ino: int) -> int:
+        state = self.files.get(ino)
+        return state.pending_bytes() if state is not None else 0
+
+    def begin_flush(self, ino: int, final: bool = True) -> FlushJob | None:
+        """Take a file's dirty data for chunking; None when there is nothing to do.
+
+        Until finish_flush (or abort_flush), reads still see the taken data. A non-final flush
+        keeps the last chunk of data at the end of the file back, so that a file written in
+        pieces is cut exactly as it would have been if written in one go.
+        """
+        state = self.files.get(ino)
+        if state is None or state.flushing or not state.has_unflushed():
+            return None
+        segments = state.dirty.take()
+        state.in_flight = segments
+        state.flushing = True
+        try:
+            with self.store.read() as txn:
+                regions = filedata.plan_regions(txn, self.chunks, ino, segments,
+                                                self.params.min_size,
+                                                None if final else state.size)
+        except BaseException:
+            self.abort_flush(FlushJob(ino, [], final))
+            raise
+        return FlushJob(ino, regions, final)
+
+    def prepare_flush(self, job: FlushJob, mapper: Callable = map) -> list[PreparedRegion]:
+        """Cut and compress a job's regions. Pure: run it on a worker thread."""
+        return [filedata.prepare_region(r, self.params, self.level, mapper) for r in job.regions]
+
+    def finish_flush(self, job: FlushJob, prepared: list[PreparedRegion]) -> None:
+        """Commit prepared chunks and the file's new size and times in one transaction."""
+        state = self.files[job.ino]
+        tails = [(p.end, p.tail) for p in prepared if p.tail]
+        complete = not tails and not state.dirty
+
+        def txn_fn(txn: Txn) -> None:
+            inode = self._load(txn, job.ino)
+            for p in prepared:
+                inode.allocated += filedata.replace_region(txn, self.chunks, job.ino, p.start,
+                                                           p.end, p.pieces)
+            written_end = max((p.end for p in prepared), default=0)
+            new_size = state.size if complete else max(inode.size, written_end)
+            txn.count(logical_bytes=new_size - inode.size)
+            inode.size = new_size
+            if state.mtime_ns is not None:
+                inode.mtime_ns = state.mtime_ns
+                inode.ctime_ns = state.ctime_ns or state.mtime_ns
+            self._save(txn, inode)
+
+        try:
+            self.store.write(txn_fn, expected_bytes=sum(p.end - p.start for p in prepared))
+        except BaseException:
+            self.abort_flush(job)
+            raise
+        state.in_flight = []
+        state.flushing = False
+        self._put_back(state, tails)
+        if complete:
+            state.mtime_ns = state.ctime_ns = None
+
+    def abort_flush(self, job: FlushJob) -> None:
+        """Give taken data back to the dirty set (under anything written since)."""
+        state = self.files[job.ino]
+        taken, state.in_flight = state.in_flight, []
+        state.flushing = False
+        self._put_back(state, taken)
+
+    @staticmethod
+    def _put_back(state: FileState, ranges: Iterable[tuple[int, bytes | bytearray]]) -> None:
+        ranges = list(ranges)
+        if not ranges:
+            return
+        newer = state.dirty.take()
+        for off, data in ranges + newer:
+            state.dirty.write(off, data)
+
+    def flush(self, ino: int) -> None:
+        """Chunk and commit all of a file's dirty data now (synchronously)."""
+        job = self.begin_flush(ino, final=True)
+        if job is not None:
+            self.finish_flush(job, self.prepare_flush(job))
+
+    def content_id(self, ino: int) -> str:
+        """BLAKE3-256 of the file's bytes, hex: equal content always gives an equal id."""
+        inode = self.getattr(ino)
+        if not stat.S_ISREG(inode.mode):
+            raise FsError(errno.ENODATA)
+        cached = self._ids.get(ino)
+        if cached and cached[:3] == (inode.size, inode.mtime_ns, inode.ctime_ns):
+            return cached[3]
+        hasher = blake3.blake3()
+        step = 4 << 20
+        for off in range(0, inode.size, step):
+            hasher.update(self._read(ino, off, step)[0])
+        digest = hasher.hexdigest()
+        self._ids[ino] = (inode.size, inode.mtime_ns, inode.ctime_ns, digest)
+        return digest
+
+    # -- the filesystem -------------------------------------------------------------------
+    def statfs(self) -> dict[str, int]:
+        total, free, _used = self.store.disk_usage()
+        counters = self.store.stats()
+        return {"total_bytes": total, "free_bytes": free, "inodes": counters["inodes"],
+                "name_max": NAME_MAX}
+
+    def flush_all(self) -> None:
+        for ino in list(self.files):
+            self.flush(ino)

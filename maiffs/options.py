@@ -1,0 +1,56 @@
+"""The `-o` options of `maiffs mount`, parsed and checked in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from maiffs.errors import StoreError
+
+_SIZE_SUFFIX = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """'64M' -> 67108864; plain numbers are bytes."""
+    text = text.strip().lower().removesuffix("b").removesuffix("i")
+    mult = _SIZE_SUFFIX.get(text[-1:], 1)
+    number = text[:-1] if text[-1:] in _SIZE_SUFFIX else text
+    return int(float(number) * mult)
+
+
+@dataclass
+class MountOptions:
+    """Everything `-o` can set. See docs/reference.md."""
+
+    allow_other: bool = False
+    commit_interval: float = 2.0
+    compression: int = 3
+    cache_size: int = 64 << 20
+    debug: bool = False
+
+    @classmethod
+    def parse(cls, specs: list[str]) -> "MountOptions":
+        """Parse '-o a,b=c' arguments (each a comma-separated list)."""
+        out = cls()
+        known = {f.name: f for f in fields(cls)}
+        for spec in specs:
+            for item in filter(None, (s.strip() for s in spec.split(","))):
+                key, _, value = item.partition("=")
+                key = key.replace("-", "_")
+                if key not in known:
+                    raise StoreError(f"unknown mount option {key!r} (known: {', '.join(known)})")
+                try:
+                    if known[key].type in (bool, "bool"):
+                        setattr(out, key, value.lower() not in ("0", "no", "false") if value else True)
+                    elif key == "cache_size":
+                        out.cache_size = parse_size(value)
+                    elif key == "commit_interval":
+                        out.commit_interval = float(value.rstrip("s"))
+                    else:
+                        setattr(out, key, int(value))
+                except ValueError:
+                    raise StoreError(f"bad value for mount option {key}: {value!r}") from None
+        if not 0 <= out.compression <= 22:
+            raise StoreError("compression must be a zstd level from 0 (off) to 22")
+        if out.commit_interval <= 0:
+            raise StoreError("commit_interval must be positive")
+        return out

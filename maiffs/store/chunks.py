@@ -1,0 +1,179 @@
+"""Chunks: hash-named, zstd-compressed (raw when that does not pay), reference counted, verified.
+
+A chunk's id is BLAKE3-256 of its raw bytes. Hashing and compressing (`prepare_chunk`) are pure
+and release the GIL, so the write path runs them on worker threads; storing (`ChunkStore.add`)
+happens inside the caller's transaction. Every read re-hashes the bytes: a flipped bit is
+reported as CorruptChunk (EIO), never returned as data.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import blake3
+import zstandard
+
+from maiffs.errors import CorruptChunk
+from maiffs.store.env import Txn
+
+FORMAT_RAW = 0
+FORMAT_ZSTD = 1
+_REF = struct.Struct(">QII")  # refcount, raw length, stored length
+ID_SIZE = 32
+#: A compressed chunk must save at least this fraction to be kept compressed.
+MIN_SAVING = 0.03
+
+_local = threading.local()
+
+
+def chunk_id(data: bytes | bytearray | memoryview) -> bytes:
+    """The 256-bit content hash naming a chunk."""
+    return blake3.blake3(data, max_threads=1).digest()
+
+
+def _compressor(level: int) -> zstandard.ZstdCompressor:
+    cache = _local.__dict__.setdefault("compressors", {})
+    if level not in cache:
+        cache[level] = zstandard.ZstdCompressor(level=level, write_content_size=True)
+    return cache[level]
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    if not hasattr(_local, "decompressor"):
+        _local.decompressor = zstandard.ZstdDecompressor()
+    return _local.decompressor
+
+
+@dataclass(frozen=True)
+class PreparedChunk:
+    """A chunk ready to store: its id, raw length and encoded (format byte + payload) bytes."""
+
+    id: bytes
+    raw_len: int
+    encoded: bytes
+
+
+def prepare_chunk(data: bytes | bytearray | memoryview, level: int) -> PreparedChunk:
+    """Hash and compress one chunk (thread-safe, GIL-free in the heavy parts)."""
+    cid = chunk_id(data)
+    packed = _compressor(level).compress(data) if level > 0 else b""
+    if level > 0 and len(packed) <= len(data) * (1 - MIN_SAVING):
+        encoded = bytes((FORMAT_ZSTD,)) + packed
+    else:
+        encoded = bytes((FORMAT_RAW,)) + bytes(data)
+    return PreparedChunk(cid, len(data), encoded)
+
+
+def decode_chunk(cid: bytes, encoded: bytes, raw_len: int) -> bytes:
+    """Decompress and verify a stored chunk; raise CorruptChunk if it does not match its id."""
+    if not encoded:
+        raise CorruptChunk(cid, "is empty")
+    fmt, payload = encoded[0], memoryview(encoded)[1:]
+    try:
+        if fmt == FORMAT_RAW:
+            data = bytes(payload)
+        elif fmt == FORMAT_ZSTD:
+            data = _decompressor().decompress(payload, max_output_size=raw_len)
+        else:
+            raise CorruptChunk(cid, f"has unknown format byte {fmt}")
+    except zstandard.ZstdError as exc:
+        raise CorruptChunk(cid, f"does not decompress ({exc})") from exc
+    if len(data) != raw_len or chunk_id(data) != cid:
+        raise CorruptChunk(cid, "does not match its hash")
+    return data
+
+
+class ChunkCache:
+    """A bounded LRU of decompressed chunks, so sequential small reads decompress each chunk once."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.items: OrderedDict[bytes, bytes] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, cid: bytes) -> bytes | None:
+        data = self.items.get(cid)
+        if data is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self.items.move_to_end(cid)
+        return data
+
+    def put(self, cid: bytes, data: bytes) -> None:
+        if len(data) > self.max_bytes or cid in self.items:
+            return
+        self.items[cid] = data
+        self.bytes += len(data)
+        while self.bytes > self.max_bytes:
+            _, old = self.items.popitem(last=False)
+            self.bytes -= len(old)
+
+    def drop(self, cid: bytes) -> None:
+        data = self.items.pop(cid, None)
+        if data is not None:
+            self.bytes -= len(data)
+
+
+class ChunkStore:
+    """Reference-counted chunk storage inside the store's transactions."""
+
+    def __init__(self, cache_bytes: int = 64 << 20) -> None:
+        self.cache = ChunkCache(cache_bytes)
+
+    def add(self, txn: Txn, chunk: PreparedChunk) -> None:
+        """Store a chunk or, if the store has it already, take one more reference to it."""
+        ref = txn.get("chunkrefs", chunk.id)
+        if ref is not None:
+            count, raw_len, stored = _REF.unpack(ref)
+            txn.put("chunkrefs", chunk.id, _REF.pack(count + 1, raw_len, stored))
+            return
+        txn.put("chunks", chunk.id, chunk.encoded)
+        txn.put("chunkrefs", chunk.id, _REF.pack(1, chunk.raw_len, len(chunk.encoded)))
+        txn.count(chunks=1, chunk_raw_bytes=chunk.raw_len, chunk_stored_bytes=len(chunk.encoded))
+
+    def incref(self, txn: Txn, cid: bytes) -> None:
+        """Take one more reference to a chunk the store already holds."""
+        count, raw_len, stored = self._ref(txn, cid)
+        txn.put("chunkrefs", cid, _REF.pack(count + 1, raw_len, stored))
+
+    def decref(self, txn: Txn, cid: bytes) -> None:
+        """Drop one reference; the chunk is deleted with its last one."""
+        count, raw_len, stored = self._ref(txn, cid)
+        if count > 1:
+            txn.put("chunkrefs", cid, _REF.pack(count - 1, raw_len, stored))
+            return
+        txn.delete("chunkrefs", cid)
+        txn.delete("chunks", cid)
+        txn.count(chunks=-1, chunk_raw_bytes=-raw_len, chunk_stored_bytes=-stored)
+        self.cache.drop(cid)
+
+    def get(self, txn: Txn, cid: bytes) -> bytes:
+        """The raw bytes of a chunk, verified against its id."""
+        data = self.cache.get(cid)
+        if data is not None:
+            return data
+        ref = txn.get("chunkrefs", cid)
+        encoded = txn.get("chunks", cid)
+        if ref is None or encoded is None:
+            raise CorruptChunk(cid, "is missing from the store")
+        data = decode_chunk(cid, encoded, _REF.unpack(ref)[1])
+        self.cache.put(cid, data)
+        return data
+
+    @staticmethod
+    def _ref(txn: Txn, cid: bytes) -> tuple[int, int, int]:
+        ref = txn.get("chunkrefs", cid)
+        if ref is None:
+            raise CorruptChunk(cid, "has no reference record")
+        return _REF.unpack(ref)
+
+    @staticmethod
+    def refcount(txn: Txn, cid: bytes) -> int:
+        ref = txn.get("chunkrefs", cid)
+        return _REF.unpack(ref)[0] if ref else 0

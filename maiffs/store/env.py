@@ -1,0 +1,246 @@
+"""The LMDB environment: named sub-databases, format check, map growth, atomic write transactions.
+
+Every change to a store is one LMDB write transaction (`Store.write`), so a namespace change and
+the chunks it refers to commit together or not at all. Transactions commit without fsync; the
+data reaches the OS page cache at commit, so a killed daemon loses nothing that committed, and
+`Store.sync()` (called on fsync and every commit interval) makes it durable against power loss.
+
+The map is grown before it can fill (LMDB's map is only address space; the file grows as pages are
+written), and a transaction that still hits MapFullError is retried once the map has grown, so
+map-full never reaches a user.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import struct
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+import lmdb
+
+from maiffs.errors import FsError, StoreError
+
+#: Bumped whenever an on-disk encoding changes; a store with a newer number is refused.
+STORE_FORMAT = 1
+MAGIC = b"maiffs-store"
+
+DB_NAMES = (
+    "meta",        # b"magic", b"format", counters (b"stats"), id allocators
+    "chunks",      # chunk id (32 bytes) -> encoded chunk (format byte + payload)
+    "chunkrefs",   # chunk id -> refcount, raw length, stored length
+    "inodes",      # ino (8 bytes BE) -> inode record
+    "dirents",     # parent ino + name -> child ino + cookie
+    "dircookies",  # parent ino + cookie -> name (stable readdir offsets)
+    "extents",     # ino + file offset -> chunk id + length
+    "xattrs",      # ino + name -> value
+    "symlinks",    # ino -> target
+    "orphans",     # ino -> b"" for unlinked inodes still open; purged at open
+)
+
+INITIAL_MAP_SIZE = 1 << 30
+HEADROOM = 256 << 20
+
+T = TypeVar("T")
+
+_STATS = struct.Struct(">qqqqqq")
+STAT_FIELDS = ("chunks", "chunk_raw_bytes", "chunk_stored_bytes", "referenced_bytes",
+               "inodes", "logical_bytes")
+
+
+class Txn:
+    """One LMDB transaction with named databases and stats counters applied at commit."""
+
+    def __init__(self, raw: lmdb.Transaction, dbs: dict[str, object], write: bool) -> None:
+        self.raw = raw
+        self.dbs = dbs
+        self.write = write
+        self.stat_delta: dict[str, int] = {}
+
+    def get(self, db: str, key: bytes) -> bytes | None:
+        return self.raw.get(key, db=self.dbs[db])
+
+    def put(self, db: str, key: bytes, value: bytes, overwrite: bool = True) -> bool:
+        return self.raw.put(key, value, db=self.dbs[db], overwrite=overwrite)
+
+    def delete(self, db: str, key: bytes) -> bool:
+        return self.raw.delete(key, db=self.dbs[db])
+
+    def cursor(self, db: str) -> lmdb.Cursor:
+        return self.raw.cursor(db=self.dbs[db])
+
+    def prefix_items(self, db: str, prefix: bytes, start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        """Yield (key, value) for keys starting with prefix, from prefix+start on, in key order."""
+        cur = self.cursor(db)
+        if not cur.set_range(prefix + start):
+            return
+        for key, value in cur:
+            if not key.startswith(prefix):
+                return
+            yield key, value
+
+    def count(self, **deltas: int) -> None:
+        """Add to the store-wide counters (shown by `maiffs stat`); applied when the txn commits."""
+        for name, delta in deltas.items():
+            self.stat_delta[name] = self.stat_delta.get(name, 0) + delta
+
+
+def _is_no_space(exc: lmdb.Error) -> bool:
+    return "No space left" in str(exc) or "ENOSPC" in str(exc)
+
+
+class Store:
+    """An open store directory. Use `Store.create` for a new one and `Store.open` otherwise."""
+
+    def __init__(self, path: str, env: lmdb.Environment, readonly: bool) -> None:
+        self.path = path
+        self.env = env
+        self.readonly = readonly
+        self.dbs = {name: env.open_db(name.encode(), create=not readonly) for name in DB_NAMES}
+        self.page_size = env.stat()["psize"]
+
+    # -- opening -------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str) -> "Store":
+        """Make a new empty store at path (an absent or empty directory)."""
+        if os.path.exists(path):
+            if not os.path.isdir(path):
+                raise StoreError(f"{path} exists and is not a directory")
+            if os.listdir(path):
+                raise StoreError(f"{path} is not empty; choose a new or empty directory")
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        os.chmod(path, 0o700)
+        env = cls._open_env(path, readonly=False)
+        store = cls(path, env, readonly=False)
+        with store.env.begin(write=True) as raw:
+            raw.put(b"magic", MAGIC, db=store.dbs["meta"])
+            raw.put(b"format", struct.pack(">I", STORE_FORMAT), db=store.dbs["meta"])
+        store.sync()
+        return store
+
+    @classmethod
+    def open(cls, path: str, readonly: bool = False) -> "Store":
+        """Open an existing store, refusing anything that is not one or is of a newer format."""
+        if not os.path.isdir(path):
+            raise StoreError(f"{path}: no such store directory (create one with `maiffs mkfs {path}`)")
+        if not os.path.exists(os.path.join(path, "data.mdb")):
+            raise StoreError(f"{path} is not a maiffs store (create one with `maiffs mkfs DIR`)")
+        try:
+            env = cls._open_env(path, readonly=readonly)
+        except lmdb.Error as exc:
+            raise StoreError(f"{path}: cannot open store: {exc}") from exc
+        try:
+            with env.begin() as raw:
+                meta = env.open_db(b"meta", txn=raw, create=False)
+                magic = raw.get(b"magic", db=meta)
+                fmt = raw.get(b"format", db=meta)
+        except lmdb.Error as exc:
+            env.close()
+            raise StoreError(f"{path} is not a maiffs store ({exc})") from exc
+        if magic != MAGIC or fmt is None:
+            env.close()
+            raise StoreError(f"{path} is not a maiffs store (create one with `maiffs mkfs DIR`)")
+        version = struct.unpack(">I", fmt)[0]
+        if version > STORE_FORMAT:
+            env.close()
+            raise StoreError(f"{path} has store format {version}, newer than this maiffs "
+                             f"understands ({STORE_FORMAT}); upgrade maiffs")
+        return cls(path, env, readonly)
+
+    @staticmethod
+    def _open_env(path: str, readonly: bool) -> lmdb.Environment:
+        return lmdb.open(path, map_size=INITIAL_MAP_SIZE, max_dbs=len(DB_NAMES) + 2,
+                         subdir=True, readonly=readonly, sync=False, metasync=False,
+                         readahead=False, writemap=False, lock=True, mode=0o600,
+                         create=not readonly)
+
+    # -- transactions ---------------------------------------------------------------------
+    @contextmanager
+    def read(self) -> Iterator[Txn]:
+        """A read-only snapshot of the committed state."""
+        try:
+            raw = self.env.begin(write=False)
+        except lmdb.MapResizedError:
+            self.env.set_mapsize(0)  # another process grew the map: adopt its size
+            raw = self.env.begin(write=False)
+        try:
+            yield Txn(raw, self.dbs, write=False)
+        finally:
+            raw.abort()
+
+    def write(self, fn: Callable[[Txn], T], expected_bytes: int = 0) -> T:
+        """Run fn in one atomic write transaction and return its result.
+
+        fn must change nothing but the transaction (it may run twice: once more after the map
+        grew). Any exception aborts the whole transaction. Disk-full surfaces as FsError(ENOSPC).
+        """
+        if self.readonly:
+            raise FsError(errno.EROFS, "store opened read-only")
+        for _attempt in range(4):
+            self._ensure_room(expected_bytes)
+            try:
+                with self.env.begin(write=True) as raw:
+                    txn = Txn(raw, self.dbs, write=True)
+                    result = fn(txn)
+                    if txn.stat_delta:
+                        self._apply_stats(txn)
+                return result
+            except lmdb.MapFullError:
+                self._grow(self.env.info()["map_size"] * 2)
+            except lmdb.Error as exc:
+                if _is_no_space(exc):
+                    raise FsError(errno.ENOSPC, "store's disk is full") from exc
+                raise FsError(errno.EIO, f"store error: {exc}") from exc
+        raise FsError(errno.ENOSPC, "store map cannot grow")
+
+    def _ensure_room(self, expected_bytes: int) -> None:
+        info = self.env.info()
+        used = (info["last_pgno"] + 1) * self.page_size
+        need = used + 2 * expected_bytes + HEADROOM
+        if need > info["map_size"]:
+            self._grow(max(need, info["map_size"] * 2))
+
+    def _grow(self, new_size: int) -> None:
+        self.env.set_mapsize(new_size)
+
+    def _apply_stats(self, txn: Txn) -> None:
+        values = dict(zip(STAT_FIELDS, _STATS.unpack(txn.get("meta", b"stats") or bytes(_STATS.size))))
+        for name, delta in txn.stat_delta.items():
+            values[name] += delta
+        txn.put("meta", b"stats", _STATS.pack(*(values[f] for f in STAT_FIELDS)))
+
+    def stats(self) -> dict[str, int]:
+        """The store-wide counters as of the last commit."""
+        with self.read() as txn:
+            raw = txn.get("meta", b"stats") or bytes(_STATS.size)
+        return dict(zip(STAT_FIELDS, _STATS.unpack(raw)))
+
+    def next_id(self, txn: Txn, name: bytes, first: int) -> int:
+        """Allocate from a monotonic counter in meta (inode numbers, readdir cookies)."""
+        raw = txn.get("meta", name)
+        value = struct.unpack(">Q", raw)[0] if raw else first
+        txn.put("meta", name, struct.pack(">Q", value + 1))
+        return value
+
+    # -- durability -----------------------------------------------------------------------
+    def sync(self) -> None:
+        """Flush every committed transaction to disk (fsync/syncfs and the commit interval)."""
+        if self.readonly:
+            return
+        try:
+            self.env.sync(True)
+        except lmdb.Error as exc:
+            raise FsError(errno.ENOSPC if _is_no_space(exc) else errno.EIO, f"sync: {exc}") from exc
+
+    def disk_usage(self) -> tuple[int, int, int]:
+        """(total, free, file bytes of the store) for statfs: numbers of the disk under it."""
+        st = os.statvfs(self.path)
+        size = sum(os.path.getsize(os.path.join(self.path, f)) for f in ("data.mdb",))
+        return st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize, size
+
+    def close(self) -> None:
+        if not self.readonly:
+            self.sync()
+        self.env.close()
