@@ -1,0 +1,103 @@
+"""Fixtures that mount a fresh store for real and always unmount it, even when a test fails."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from maiffs.mounts import find_mount, is_mountpoint
+from maiffs.store.lock import holder_pid
+
+MAIFFS = [sys.executable, "-m", "maiffs"]
+
+
+def maiffs(*args: str | os.PathLike, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    """Run the maiffs command; with check, fail the test with its stderr if it fails."""
+    done = subprocess.run([*MAIFFS, *map(str, args)], capture_output=True, text=True, **kw)
+    if check and done.returncode != 0:
+        raise AssertionError(f"maiffs {' '.join(map(str, args))} failed ({done.returncode}): "
+                             f"{done.stderr.strip()}")
+    return done
+
+
+class MaiffsMount:
+    """A store and its mount point; mount/unmount/remount/kill it like a user would."""
+
+    def __init__(self, store: Path, path: Path, options: list[str]) -> None:
+        self.store = store
+        self.path = path
+        self.options = options
+
+    def mount(self) -> None:
+        opts = ["-o", ",".join(self.options)] if self.options else []
+        maiffs("mount", self.store, self.path, *opts)
+
+    def unmount(self) -> None:
+        maiffs("umount", self.path)
+
+    def remount(self) -> None:
+        self.unmount()
+        self.mount()
+
+    def daemon_pid(self) -> int:
+        pid = holder_pid(str(self.store))
+        assert pid is not None, "no daemon holds the store"
+        return pid
+
+    def kill(self) -> None:
+        """SIGKILL the daemon (a crash), then clear the dead mount as an admin would."""
+        pid = self.daemon_pid()
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        subprocess.run(["fusermount3", "-u", "-z", str(self.path)], capture_output=True)
+
+    def cleanup(self) -> None:
+        if find_mount(str(self.path)) is not None:
+            if maiffs("umount", self.path, check=False).returncode == 0:
+                return
+        if is_mountpoint(str(self.path)):
+            subprocess.run(["fusermount3", "-u", "-z", str(self.path)], capture_output=True)
+            pid = holder_pid(str(self.store))
+            if pid:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+def make_mount(base: Path, options: list[str] | None = None) -> MaiffsMount:
+    store, mnt = base / "store", base / "mnt"
+    mnt.mkdir()
+    maiffs("mkfs", store)
+    return MaiffsMount(store, mnt, list(options or []))
+
+
+@pytest.fixture
+def mounted(tmp_path: Path) -> Iterator[MaiffsMount]:
+    """A fresh store mounted on tmp_path/mnt; unmounted (or killed) afterwards whatever happens."""
+    m = make_mount(tmp_path)
+    m.mount()
+    try:
+        yield m
+    finally:
+        m.cleanup()
+
+
+@pytest.fixture
+def mounted_shared(tmp_path: Path) -> Iterator[MaiffsMount]:
+    """Like `mounted`, with -o allow_other for tests that switch to other users."""
+    m = make_mount(tmp_path, ["allow_other"])
+    m.mount()
+    try:
+        yield m
+    finally:
+        m.cleanup()
