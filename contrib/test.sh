@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Install maiffs with its test dependencies (Debian packages of the tools the tests drive
+# through the mount, and pytest/hypothesis) and run the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EXTRA_APT="attr rsync sqlite3 git tar stress-ng zstd unzip libarchive-tools" EXTRA_PIP="[test]" \
+  bash contrib/install.sh
+exec .venv/bin/python -m pytest -q tests "$@"
