@@ -59,6 +59,7 @@ class Namespace:
         self.chunks = ChunkStore(cache_bytes)
         self.files: dict[int, FileState] = {}
         self.lookups: dict[int, int] = {}
+        self.orphans: set[int] = set()  # unlinked, kept while open or known to the kernel
         self._ids: dict[int, tuple[int, int, int, str]] = {}
         if not store.readonly:
             self.store.write(self._ensure_root)
@@ -250,15 +251,15 @@ class Namespace:
                 raise FsError(errno.ENOTEMPTY)
             t = now_ns()
             self._remove_entry(txn, parent, name)
-            self._drop_link(txn, inode, pdir, t)
+            orphaned = self._drop_link(txn, inode, pdir, t)
             pdir.mtime_ns = pdir.ctime_ns = t
             self._save(txn, pdir)
-            return child
+            return child if orphaned else None
 
-        self._delete_if_unused(self.store.write(txn_fn))
+        self._orphaned(self.store.write(txn_fn))
 
-    def _drop_link(self, txn: Txn, inode: Inode, pdir: Inode, t: int) -> None:
-        """One name of inode (in pdir) is gone: fix link counts, mark it orphan at zero."""
+    def _drop_link(self, txn: Txn, inode: Inode, pdir: Inode, t: int) -> bool:
+        """One name of inode (in pdir) is gone: fix link counts; True if that was its last."""
         if stat.S_ISDIR(inode.mode):
             inode.nlink = 0
             pdir.nlink -= 1
@@ -268,16 +269,24 @@ class Namespace:
         self._save(txn, inode)
         if inode.nlink == 0:
             txn.put("orphans", ino_key(inode.ino), b"")
+        return inode.nlink == 0
 
     @staticmethod
     def _is_empty(txn: Txn, ino: int) -> bool:
         return next(txn.prefix_items("dirents", ino_key(ino)), None) is None
 
+    def _orphaned(self, ino: int | None) -> None:
+        """ino lost its last name (after commit): delete it now or when its last user goes."""
+        if ino is not None:
+            self.orphans.add(ino)
+            self._delete_if_unused(ino)
+
     def _delete_if_unused(self, ino: int) -> None:
         """Delete an unlinked inode once no handle and no kernel reference holds it."""
-        if self.lookups.get(ino) or ino in self.files:
+        if ino not in self.orphans or self.lookups.get(ino) or ino in self.files:
             return
         self.store.write(lambda txn: self._delete_inode(txn, ino))
+        self.orphans.discard(ino)
 
     def _delete_inode(self, txn: Txn, ino: int) -> None:
         raw = txn.get("inodes", ino_key(ino))
@@ -342,8 +351,8 @@ class Namespace:
                 if stat.S_ISDIR(dst.mode) and not self._is_empty(txn, dst_ino):
                     raise FsError(errno.ENOTEMPTY)
                 self._remove_entry(txn, new_parent, new_name)
-                self._drop_link(txn, dst, dst_dir, t)
-                doomed = dst_ino
+                if self._drop_link(txn, dst, dst_dir, t):
+                    doomed = dst_ino
             self._remove_entry(txn, old_parent, old_name)
             self._add_entry(txn, new_parent, new_name, src_ino)
             if stat.S_ISDIR(src.mode) and old_parent != new_parent:
@@ -355,9 +364,7 @@ class Namespace:
             self._touch_dirs(txn, src_dir, dst_dir, t)
             return doomed
 
-        doomed = self.store.write(txn_fn)
-        if doomed is not None:
-            self._delete_if_unused(doomed)
+        self._orphaned(self.store.write(txn_fn))
 
     def _exchange(self, txn: Txn, src_dir: Inode, old_name: bytes, src: Inode, dst_dir: Inode,
                   new_name: bytes, dst: Inode, t: int) -> None:
