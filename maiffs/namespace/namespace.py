@@ -427,7 +427,10 @@ class Namespace:
     # -- attributes -----------------------------------------------------------------------
     def setattr(self, ino: int, mode: int | None = None, uid: int | None = None,
                 gid: int | None = None, size: int | None = None, atime_ns: int | None = None,
-                mtime_ns: int | None = None, ctime_ns: int | None = None) -> Inode:
+                mtime_ns: int | None = None, ctime_ns: int | None = None,
+                touch: bool = False) -> Inode:
+        """Change attributes; touch makes a truncation update mtime even at the same size
+        (open with O_TRUNC does that on Linux)."""
         state = self.files.get(ino)
         if size is not None:
             if size > MAX_FILE_SIZE:
@@ -448,9 +451,10 @@ class Namespace:
                 if size < inode.size:
                     inode.allocated += filedata.truncate_extents(txn, self.chunks, ino, size,
                                                                  self.level)
+                if size != inode.size or touch:  # as ext4: times move when the size does
+                    inode.mtime_ns = t
                 txn.count(logical_bytes=size - inode.size)
                 inode.size = size
-                inode.mtime_ns = t
                 self._ids.pop(ino, None)
             if mode is not None:
                 inode.mode = stat.S_IFMT(inode.mode) | (mode & 0o7777)
@@ -536,7 +540,7 @@ class Namespace:
             state.opens += 1
             if truncate:
                 try:
-                    inode = self.setattr(ino, size=0)
+                    inode = self.setattr(ino, size=0, touch=True)
                 except FsError:
                     self.release(ino)
                     raise
