@@ -322,7 +322,9 @@ class Namespace:
 
         def txn_fn(txn: Txn) -> int | None:
             t = now_ns()
-            src_dir, dst_dir = self._dir(txn, old_parent), self._dir(txn, new_parent)
+            src_dir = self._dir(txn, old_parent)
+            # one object when both are the same directory, so no change to it is lost
+            dst_dir = src_dir if new_parent == old_parent else self._dir(txn, new_parent)
             src_ino = self._entry(txn, old_parent, old_name)
             if src_ino is None:
                 raise FsError(errno.ENOENT)
