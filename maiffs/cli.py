@@ -175,6 +175,25 @@ def stat_cmd(target: str, as_json: bool) -> None:
         click.echo(f"{key:18} {value}")
 
 
+@cli.command("fsck")
+@click.argument("store", type=click.Path())
+@click.option("--repair", is_flag=True,
+              help="Fix what can be fixed; data in corrupt or missing chunks is lost (reads as zeros).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of lines.")
+def fsck_cmd(store: str, repair: bool, as_json: bool) -> None:
+    """Check every invariant of STORE (not mounted); exit 1 if problems remain."""
+    from maiffs.fsck import fsck
+
+    report = fsck(resolve_store(store), repair=repair)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        for line in report.lines():
+            click.echo(line)
+    if not report.ok:
+        sys.exit(1)
+
+
 def main() -> None:
     cli(prog_name="maiffs")
 
