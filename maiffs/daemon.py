@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import stat
 from collections.abc import Callable
 
 import pyfuse3
@@ -28,15 +29,15 @@ log = logging.getLogger(__name__)
 
 def check_mountpoint(mountpoint: str) -> None:
     """Refuse mount points that are missing, not directories, busy, or not empty."""
-    if not os.path.exists(mountpoint):
-        raise StoreError(f"mount point {mountpoint} does not exist (mkdir it first)")
     try:
-        if not os.path.isdir(mountpoint):
+        if not stat.S_ISDIR(os.stat(mountpoint).st_mode):
             raise StoreError(f"mount point {mountpoint} is not a directory")
         if is_mountpoint(mountpoint):
             raise StoreError(f"{mountpoint} is already a mount point (`maiffs umount {mountpoint}` first)")
         if os.listdir(mountpoint):
             raise StoreError(f"mount point {mountpoint} is not empty")
+    except FileNotFoundError:
+        raise StoreError(f"mount point {mountpoint} does not exist (mkdir it first)") from None
     except OSError as exc:  # e.g. ENOTCONN: a dead FUSE mount
         raise StoreError(f"mount point {mountpoint} is unusable ({exc.strerror}); "
                          f"if a daemon died, run `maiffs umount {mountpoint}`") from None

@@ -87,8 +87,20 @@ class Txn:
             self.stat_delta[name] = self.stat_delta.get(name, 0) + delta
 
 
-def _is_no_space(exc: lmdb.Error) -> bool:
-    return "No space left" in str(exc) or "ENOSPC" in str(exc)
+#: Below this much free space a failed commit is reported as a full disk.
+LOW_SPACE = 64 << 20
+
+
+def _is_no_space(exc: lmdb.Error, path: str, expected_bytes: int = 0) -> bool:
+    """Did a commit fail because the disk is full? LMDB reports a short write on a nearly
+    full disk as EIO, so the free space decides as much as the message does."""
+    if "No space left" in str(exc) or "ENOSPC" in str(exc):
+        return True
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < max(LOW_SPACE, 2 * expected_bytes)
 
 
 class Store:
@@ -125,7 +137,7 @@ class Store:
         """Open an existing store, refusing anything that is not one or is of a newer format."""
         if not os.path.isdir(path):
             raise StoreError(f"{path}: no such store directory (create one with `maiffs mkfs {path}`)")
-        if not os.path.exists(os.path.join(path, "data.mdb")):
+        if not all(os.path.exists(os.path.join(path, f)) for f in ("data.mdb", "lock.mdb")):
             raise StoreError(f"{path} is not a maiffs store (create one with `maiffs mkfs DIR`)")
         try:
             env = cls._open_env(path, readonly=readonly)
@@ -190,7 +202,7 @@ class Store:
             except lmdb.MapFullError:
                 self._grow(self.env.info()["map_size"] * 2)
             except lmdb.Error as exc:
-                if _is_no_space(exc):
+                if _is_no_space(exc, self.path, expected_bytes):
                     raise FsError(errno.ENOSPC, "store's disk is full") from exc
                 raise FsError(errno.EIO, f"store error: {exc}") from exc
         raise FsError(errno.ENOSPC, "store map cannot grow")
@@ -232,7 +244,8 @@ class Store:
         try:
             self.env.sync(True)
         except lmdb.Error as exc:
-            raise FsError(errno.ENOSPC if _is_no_space(exc) else errno.EIO, f"sync: {exc}") from exc
+            code = errno.ENOSPC if _is_no_space(exc, self.path) else errno.EIO
+            raise FsError(code, f"sync: {exc}") from exc
 
     def disk_usage(self) -> tuple[int, int, int]:
         """(total, free, file bytes of the store) for statfs: numbers of the disk under it."""
