@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -81,23 +82,26 @@ def make_mount(base: Path, options: list[str] | None = None) -> MaiffsMount:
     return MaiffsMount(store, mnt, list(options or []))
 
 
-@pytest.fixture
-def mounted(tmp_path: Path) -> Iterator[MaiffsMount]:
-    """A fresh store mounted on tmp_path/mnt; unmounted (or killed) afterwards whatever happens."""
-    m = make_mount(tmp_path)
+@contextmanager
+def mount_session(base: Path, options: list[str] | None = None) -> Iterator[MaiffsMount]:
+    """A fresh store mounted under base; unmounted (or killed) afterwards whatever happens."""
+    m = make_mount(base, options)
     m.mount()
     try:
         yield m
     finally:
         m.cleanup()
+
+
+@pytest.fixture
+def mounted(tmp_path: Path) -> Iterator[MaiffsMount]:
+    """A fresh store mounted on tmp_path/mnt for one test."""
+    with mount_session(tmp_path) as m:
+        yield m
 
 
 @pytest.fixture
 def mounted_shared(tmp_path: Path) -> Iterator[MaiffsMount]:
     """Like `mounted`, with -o allow_other for tests that switch to other users."""
-    m = make_mount(tmp_path, ["allow_other"])
-    m.mount()
-    try:
+    with mount_session(tmp_path, ["allow_other"]) as m:
         yield m
-    finally:
-        m.cleanup()

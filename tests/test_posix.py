@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_mount, maiffs
+from conftest import maiffs, mount_session
 
 libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
@@ -90,12 +90,8 @@ def tick() -> None:
 @pytest.fixture(scope="module")
 def shared_mount(tmp_path_factory):
     """One mount for the tests that need no remount and no store-wide numbers (saves time)."""
-    m = make_mount(tmp_path_factory.mktemp("posix"))
-    m.mount()
-    try:
+    with mount_session(tmp_path_factory.mktemp("posix")) as m:
         yield m
-    finally:
-        m.cleanup()
 
 
 @pytest.fixture

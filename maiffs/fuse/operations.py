@@ -36,6 +36,17 @@ FLUSH_AT = 32 << 20
 BACKPRESSURE_AT = 96 << 20
 
 
+#: SetattrFields flag -> Namespace.setattr keyword -> EntryAttributes field
+_SETATTR_FIELDS = (
+    ("update_mode", "mode", "st_mode"),
+    ("update_uid", "uid", "st_uid"),
+    ("update_gid", "gid", "st_gid"),
+    ("update_atime", "atime_ns", "st_atime_ns"),
+    ("update_mtime", "mtime_ns", "st_mtime_ns"),
+    ("update_ctime", "ctime_ns", "st_ctime_ns"),
+)
+
+
 def _errors(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     @functools.wraps(fn)
     async def wrapper(*args: Any) -> Any:
@@ -153,19 +164,8 @@ class Operations(pyfuse3.Operations):
     @_errors
     async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
                       fh: int | None, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        changes: dict[str, int] = {}
-        if fields.update_mode:
-            changes["mode"] = attr.st_mode
-        if fields.update_uid:
-            changes["uid"] = attr.st_uid
-        if fields.update_gid:
-            changes["gid"] = attr.st_gid
-        if fields.update_atime:
-            changes["atime_ns"] = attr.st_atime_ns
-        if fields.update_mtime:
-            changes["mtime_ns"] = attr.st_mtime_ns
-        if fields.update_ctime:
-            changes["ctime_ns"] = attr.st_ctime_ns
+        changes = {name: getattr(attr, source) for flag, name, source in _SETATTR_FIELDS
+                   if getattr(fields, flag)}
         if fields.update_size:
             async with self._lock(inode):
                 await self._flush_locked(inode, final=True)
