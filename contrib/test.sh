@@ -3,6 +3,6 @@
 # through the mount, and pytest/hypothesis) and run the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EXTRA_APT="attr rsync sqlite3 git tar stress-ng zstd unzip libarchive-tools" EXTRA_PIP="[test]" \
+EXTRA_APT="acl attr rsync sqlite3 git tar stress-ng zstd unzip libarchive-tools" EXTRA_PIP="[test]" \
   bash contrib/install.sh
 exec .venv/bin/python -m pytest -q tests "$@"

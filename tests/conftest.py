@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -105,3 +106,35 @@ def mounted_shared(tmp_path: Path) -> Iterator[MaiffsMount]:
     """Like `mounted`, with -o allow_other for tests that switch to other users."""
     with mount_session(tmp_path, ["allow_other"]) as m:
         yield m
+
+
+def as_user(dir_fd: int, uid: int, gid: int, action) -> object:
+    """Run action(dir_fd) in a child with uid/gid and no groups; return its result or errno."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 0
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            try:
+                result = action(dir_fd)
+            except OSError as exc:
+                result = {"errno": exc.errno}
+            os.write(write_end, json.dumps(result).encode())
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        out = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "child failed"
+    return json.loads(out)
+
+
+def failed_with(result) -> int | None:
+    return result.get("errno") if isinstance(result, dict) else None

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import maiffs, mount_session
+from conftest import as_user, failed_with, maiffs, mount_session
 
 libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
@@ -958,38 +958,6 @@ def test_umask_applied(d):
 
 # -- permissions as another user ----------------------------------------------------------------------
 NOBODY = 65534
-
-
-def as_user(dir_fd: int, uid: int, gid: int, action) -> object:
-    """Run action(dir_fd) in a child with uid/gid and no groups; return its result or errno."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        code = 0
-        try:
-            os.close(read_end)
-            os.setgroups([])
-            os.setgid(gid)
-            os.setuid(uid)
-            try:
-                result = action(dir_fd)
-            except OSError as exc:
-                result = {"errno": exc.errno}
-            os.write(write_end, json.dumps(result).encode())
-        except BaseException:
-            code = 1
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        out = pipe.read()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, "child failed"
-    return json.loads(out)
-
-
-def failed_with(result) -> int | None:
-    return result.get("errno") if isinstance(result, dict) else None
 
 
 def test_permissions_as_other_user(mounted_shared):

@@ -72,6 +72,8 @@ class Operations(pyfuse3.Operations):
 
     supports_dot_lookup = True
     enable_writeback_cache = False
+    #: the kernel checks POSIX ACLs; the namespace keeps them in step with mode
+    enable_acl = True
 
     def __init__(self, ns: Namespace, workers: int = 2) -> None:
         super().__init__()
@@ -182,14 +184,14 @@ class Operations(pyfuse3.Operations):
     @_errors
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        return self._entry(self.ns.create(parent_inode, name, mode & ~ctx.umask, ctx.uid, ctx.gid,
+        return self._entry(self.ns.create(parent_inode, name, mode, ctx.uid, ctx.gid, ctx.umask,
                                           rdev=rdev))
 
     @_errors
     async def mkdir(self, parent_inode: int, name: bytes, mode: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        mode = stat.S_IFDIR | (mode & 0o7777 & ~ctx.umask)
-        return self._entry(self.ns.create(parent_inode, name, mode, ctx.uid, ctx.gid))
+        mode = stat.S_IFDIR | (mode & 0o7777)
+        return self._entry(self.ns.create(parent_inode, name, mode, ctx.uid, ctx.gid, ctx.umask))
 
     @_errors
     async def symlink(self, parent_inode: int, name: bytes, target: bytes,
@@ -237,7 +239,7 @@ class Operations(pyfuse3.Operations):
     @_errors
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        inode = self.ns.create(parent_inode, name, mode & ~ctx.umask, ctx.uid, ctx.gid)
+        inode = self.ns.create(parent_inode, name, mode, ctx.uid, ctx.gid, ctx.umask)
         self.ns.open(inode.ino)
         return self._new_handle(inode.ino), self._entry(inode)
 

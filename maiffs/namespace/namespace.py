@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 import blake3
 
 from maiffs.errors import FsError
-from maiffs.namespace import filedata
+from maiffs.namespace import acl, filedata
 from maiffs.namespace.filedata import PreparedRegion, Region
 from maiffs.namespace.openfiles import FileState
 from maiffs.namespace.records import (ROOT_INO, Inode, cookie_key, decode_dirent, dirent_key,
@@ -143,9 +143,11 @@ class Namespace:
         self._delete_if_unused(ino)
 
     # -- creating ---------------------------------------------------------------------
-    def create(self, parent: int, name: bytes, mode: int, uid: int, gid: int, rdev: int = 0,
-               target: bytes | None = None) -> Inode:
-        """Make a new inode of any type (mode carries S_IFMT) named name in parent."""
+    def create(self, parent: int, name: bytes, mode: int, uid: int, gid: int, umask: int = 0,
+               rdev: int = 0, target: bytes | None = None) -> Inode:
+        """Make a new inode of any type (mode carries S_IFMT) named name in parent.
+
+        The parent's default ACL, if any, takes the place of umask (as on ext4)."""
         self._check_name(name)
         if target is not None and len(target) > SYMLINK_MAX:
             raise FsError(errno.ENAMETOOLONG)
@@ -157,7 +159,8 @@ class Namespace:
             if self._entry(txn, parent, name) is not None:
                 raise FsError(errno.EEXIST)
             t = now_ns()
-            new_mode, new_gid = mode, gid
+            new_gid = gid
+            new_mode, access, default = self._inherit_acl(txn, parent, mode, umask, target)
             if pdir.mode & stat.S_ISGID:
                 new_gid = pdir.gid
                 if stat.S_ISDIR(mode):
@@ -170,6 +173,9 @@ class Namespace:
             if target is not None:
                 txn.put("symlinks", ino_key(ino), target)
                 inode.size = len(target)
+            for acl_name, value in ((acl.ACCESS, access), (acl.DEFAULT, default)):
+                if value is not None:
+                    txn.put("xattrs", ino_key(ino) + acl_name, value)
             self._save(txn, inode)
             self._add_entry(txn, parent, name, ino)
             pdir.mtime_ns = pdir.ctime_ns = t
@@ -180,6 +186,15 @@ class Namespace:
             return inode
 
         return self.store.write(txn_fn)
+
+    @staticmethod
+    def _inherit_acl(txn: Txn, parent: int, mode: int, umask: int,
+                     target: bytes | None) -> tuple[int, bytes | None, bytes | None]:
+        """(mode, access ACL, default ACL) of a new inode in parent."""
+        default = None if target is not None else txn.get("xattrs", ino_key(parent) + acl.DEFAULT)
+        if default is None:
+            return mode & ~umask, None, None
+        return acl.inherit(bytes(default), mode)
 
     def _add_entry(self, txn: Txn, parent: int, name: bytes, ino: int) -> None:
         cookie = self.store.next_id(txn, b"next_cookie", FIRST_COOKIE)
@@ -460,6 +475,7 @@ class Namespace:
                 self._ids.pop(ino, None)
             if mode is not None:
                 inode.mode = stat.S_IFMT(inode.mode) | (mode & 0o7777)
+                self._chmod_acl(txn, inode)
             if uid is not None:
                 inode.uid = uid
             if gid is not None:
@@ -473,8 +489,13 @@ class Namespace:
             return inode
 
         inode = self.store.write(txn_fn)
-        if state is not None and size is not None:
-            state.size = size
+        if state is not None:
+            if size is not None:
+                state.size = size
+            if mtime_ns is not None:
+                # set explicitly (cp -a and tar do it before close): the later flush of writes
+                # buffered before it must not put the write time back
+                state.mtime_ns = state.ctime_ns = None
         return self._view(inode)
 
     # -- xattrs ---------------------------------------------------------------------------
@@ -497,7 +518,7 @@ class Namespace:
                  replace_only: bool = False) -> None:
         if name == ID_XATTR:
             raise FsError(errno.EPERM, f"{ID_XATTR.decode()} is computed from the content")
-        if not name.startswith(XATTR_NAMESPACES):
+        if not name.startswith(XATTR_NAMESPACES) and name not in acl.NAMES:
             raise FsError(errno.EOPNOTSUPP)
         if len(name) > 255:
             raise FsError(errno.ERANGE)
@@ -515,11 +536,34 @@ class Namespace:
             total = sum(len(k) - 8 + len(v) for k, v in txn.prefix_items("xattrs", ino_key(ino)))
             if total - (len(name) + len(old) if old is not None else 0) + len(name) + len(value) > XATTR_TOTAL_MAX:
                 raise FsError(errno.ENOSPC, "too many extended attributes on one inode")
-            txn.put("xattrs", key, value)
+            if name in acl.NAMES and not self._apply_acl(inode, name, value):
+                txn.delete("xattrs", key)
+            else:
+                txn.put("xattrs", key, value)
             inode.ctime_ns = now_ns()
             self._save(txn, inode)
 
         self.store.write(txn_fn)
+
+    @staticmethod
+    def _chmod_acl(txn: Txn, inode: Inode) -> None:
+        """chmod rewrites the base entries of an access ACL, as posix_acl_chmod."""
+        key = ino_key(inode.ino) + acl.ACCESS
+        value = txn.get("xattrs", key)
+        if value is not None:
+            txn.put("xattrs", key, acl.encode(acl.chmod(acl.parse(bytes(value)), inode.mode)))
+
+    @staticmethod
+    def _apply_acl(inode: Inode, name: bytes, value: bytes) -> bool:
+        """Validate an ACL being set and carry an access ACL into mode; False when it says no
+        more than mode and so is not stored (as ext4)."""
+        entries = acl.parse(value)
+        if name == acl.DEFAULT:
+            if not stat.S_ISDIR(inode.mode):
+                raise FsError(errno.EACCES, "only directories have a default ACL")
+            return True
+        inode.mode = (inode.mode & ~0o777) | acl.mode_bits(entries)
+        return not acl.is_minimal(entries)
 
     def removexattr(self, ino: int, name: bytes) -> None:
         def txn_fn(txn: Txn) -> None:
@@ -656,7 +700,8 @@ class Namespace:
             inode.size = new_size
             if state.mtime_ns is not None:
                 inode.mtime_ns = state.mtime_ns
-                inode.ctime_ns = state.ctime_ns or state.mtime_ns
+                # a chmod or xattr change after the write may have moved ctime further
+                inode.ctime_ns = max(inode.ctime_ns, state.ctime_ns or state.mtime_ns)
             self._save(txn, inode)
 
         try:
