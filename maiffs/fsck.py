@@ -33,10 +33,8 @@ from maiffs.namespace.records import (ROOT_INO, Inode, cookie_key, decode_dirent
                                       dirent_key, encode_dirent, encode_extent, extent_key,
                                       ino_key, key_ino, now_ns)
 from maiffs.options import MountOptions
-from maiffs.store.chunks import _REF as REF_RECORD  # the chunkrefs encoding, owned by chunks.py
-from maiffs.store.chunks import ID_SIZE, PreparedChunk, decode_chunk, prepare_chunk
-from maiffs.store.env import _STATS as STATS_RECORD  # the counters encoding, owned by env.py
-from maiffs.store.env import STAT_FIELDS, Store, Txn
+from maiffs.store.chunks import REF_RECORD, ID_SIZE, PreparedChunk, decode_chunk, prepare_chunk
+from maiffs.store.env import STAT_FIELDS, STATS_RECORD, Store, Txn
 from maiffs.store.lock import StoreLock
 
 #: Level for the one kind of chunk fsck writes: the head of a chunk cut at the end of its file.

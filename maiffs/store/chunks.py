@@ -21,7 +21,7 @@ from maiffs.store.env import Txn
 
 FORMAT_RAW = 0
 FORMAT_ZSTD = 1
-_REF = struct.Struct(">QII")  # refcount, raw length, stored length
+REF_RECORD = struct.Struct(">QII")  # refcount, raw length, stored length
 ID_SIZE = 32
 #: A compressed chunk must save at least this fraction to be kept compressed.
 MIN_SAVING = 0.03
@@ -130,23 +130,23 @@ class ChunkStore:
         """Store a chunk or, if the store has it already, take one more reference to it."""
         ref = txn.get("chunkrefs", chunk.id)
         if ref is not None:
-            count, raw_len, stored = _REF.unpack(ref)
-            txn.put("chunkrefs", chunk.id, _REF.pack(count + 1, raw_len, stored))
+            count, raw_len, stored = REF_RECORD.unpack(ref)
+            txn.put("chunkrefs", chunk.id, REF_RECORD.pack(count + 1, raw_len, stored))
             return
         txn.put("chunks", chunk.id, chunk.encoded)
-        txn.put("chunkrefs", chunk.id, _REF.pack(1, chunk.raw_len, len(chunk.encoded)))
+        txn.put("chunkrefs", chunk.id, REF_RECORD.pack(1, chunk.raw_len, len(chunk.encoded)))
         txn.count(chunks=1, chunk_raw_bytes=chunk.raw_len, chunk_stored_bytes=len(chunk.encoded))
 
     def incref(self, txn: Txn, cid: bytes) -> None:
         """Take one more reference to a chunk the store already holds."""
         count, raw_len, stored = self._ref(txn, cid)
-        txn.put("chunkrefs", cid, _REF.pack(count + 1, raw_len, stored))
+        txn.put("chunkrefs", cid, REF_RECORD.pack(count + 1, raw_len, stored))
 
     def decref(self, txn: Txn, cid: bytes) -> None:
         """Drop one reference; the chunk is deleted with its last one."""
         count, raw_len, stored = self._ref(txn, cid)
         if count > 1:
-            txn.put("chunkrefs", cid, _REF.pack(count - 1, raw_len, stored))
+            txn.put("chunkrefs", cid, REF_RECORD.pack(count - 1, raw_len, stored))
             return
         txn.delete("chunkrefs", cid)
         txn.delete("chunks", cid)
@@ -162,7 +162,7 @@ class ChunkStore:
         encoded = txn.get("chunks", cid)
         if ref is None or encoded is None:
             raise CorruptChunk(cid, "is missing from the store")
-        data = decode_chunk(cid, encoded, _REF.unpack(ref)[1])
+        data = decode_chunk(cid, encoded, REF_RECORD.unpack(ref)[1])
         self.cache.put(cid, data)
         return data
 
@@ -171,9 +171,9 @@ class ChunkStore:
         ref = txn.get("chunkrefs", cid)
         if ref is None:
             raise CorruptChunk(cid, "has no reference record")
-        return _REF.unpack(ref)
+        return REF_RECORD.unpack(ref)
 
     @staticmethod
     def refcount(txn: Txn, cid: bytes) -> int:
         ref = txn.get("chunkrefs", cid)
-        return _REF.unpack(ref)[0] if ref else 0
+        return REF_RECORD.unpack(ref)[0] if ref else 0

@@ -45,7 +45,7 @@ HEADROOM = 256 << 20
 
 T = TypeVar("T")
 
-_STATS = struct.Struct(">qqqqqq")
+STATS_RECORD = struct.Struct(">qqqqqq")
 STAT_FIELDS = ("chunks", "chunk_raw_bytes", "chunk_stored_bytes", "referenced_bytes",
                "inodes", "logical_bytes")
 
@@ -218,16 +218,16 @@ class Store:
         self.env.set_mapsize(new_size)
 
     def _apply_stats(self, txn: Txn) -> None:
-        values = dict(zip(STAT_FIELDS, _STATS.unpack(txn.get("meta", b"stats") or bytes(_STATS.size))))
+        values = dict(zip(STAT_FIELDS, STATS_RECORD.unpack(txn.get("meta", b"stats") or bytes(STATS_RECORD.size))))
         for name, delta in txn.stat_delta.items():
             values[name] += delta
-        txn.put("meta", b"stats", _STATS.pack(*(values[f] for f in STAT_FIELDS)))
+        txn.put("meta", b"stats", STATS_RECORD.pack(*(values[f] for f in STAT_FIELDS)))
 
     def stats(self) -> dict[str, int]:
         """The store-wide counters as of the last commit."""
         with self.read() as txn:
-            raw = txn.get("meta", b"stats") or bytes(_STATS.size)
-        return dict(zip(STAT_FIELDS, _STATS.unpack(raw)))
+            raw = txn.get("meta", b"stats") or bytes(STATS_RECORD.size)
+        return dict(zip(STAT_FIELDS, STATS_RECORD.unpack(raw)))
 
     def next_id(self, txn: Txn, name: bytes, first: int) -> int:
         """Allocate from a monotonic counter in meta (inode numbers, readdir cookies)."""
