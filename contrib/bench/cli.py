@@ -1,0 +1,162 @@
+"""`python -m contrib.bench`: mount the three targets, run every workload on each, report.
+
+One run measures memfs (the ceiling), a plain directory and maiffs side by side, because on a
+shared 2-core machine only numbers taken together can be compared (design.md §7 states its
+targets as ratios within one run). Whatever happens, every mount made here is unmounted and
+the work directory removed before the command exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import shutil
+import signal
+import sys
+import sysconfig
+import tempfile
+import time
+from contextlib import ExitStack
+from functools import partial
+from pathlib import Path
+
+from contrib.bench import report, storage, workloads
+from contrib.bench.data import LogText, RandomData
+from contrib.bench.system import drop_caches, is_mountpoint, machine_info
+from contrib.bench.targets import BenchError, MaiffsTarget, MemFsTarget, Target
+from contrib.bench.workloads import MIB
+
+RESULTS = Path(__file__).with_name("results") / "latest.json"
+KIB = 1 << 10
+PARTS = ("storage", "random", "text", "small")
+QUICK = {"seq_mib": 16, "text_mib": 16, "files": 200, "files_per_dir": 50, "reps": 1,
+         "log_sample_mib": 0, "tree": str(Path(sysconfig.get_paths()["stdlib"]) / "json")}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m contrib.bench", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help=f"smoke run of a few seconds (overrides the sizes: {QUICK})")
+    p.add_argument("--reps", type=int, default=3, help="repetitions of every timing")
+    p.add_argument("--seq-mib", type=int, default=1024, help="size of the incompressible file")
+    p.add_argument("--text-mib", type=int, default=1024, help="size of the log-text file")
+    p.add_argument("--block-kib", type=int, default=1024, help="size of each write() and read()")
+    p.add_argument("--files", type=int, default=10_000, help="number of small files")
+    p.add_argument("--file-size", type=int, default=4096, help="bytes per small file")
+    p.add_argument("--files-per-dir", type=int, default=100, help="small files per directory")
+    p.add_argument("--tree", default=sysconfig.get_paths()["stdlib"],
+                   help="real tree for the bytes-stored comparison")
+    p.add_argument("--tree-exclude", action="append", default=["site-packages", "__pycache__"],
+                   help="tar --exclude pattern for --tree (repeatable)")
+    p.add_argument("--log-sample-mib", type=int, default=128,
+                   help="size of the log text in the bytes-stored comparison (0: skip it)")
+    p.add_argument("--only", action="append", choices=PARTS,
+                   help="run only these parts (repeatable; default: all)")
+    p.add_argument("--maiffs-options", default="", metavar="OPT[,OPT...]",
+                   help="-o options for maiffs mount, e.g. compression=1")
+    p.add_argument("--workdir", default=tempfile.gettempdir(),
+                   help="where the plain dir, the mount points and the store go (local disk)")
+    p.add_argument("--json", type=Path, default=RESULTS, help="where to write the results")
+    args = p.parse_args(argv)
+    if args.quick:
+        vars(args).update(QUICK)
+    return args
+
+
+class Progress:
+    """Progress lines on stderr, so a 5-minute run visibly moves and stdout stays the table."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+
+    def __call__(self, message: str) -> None:
+        print(f"[{time.monotonic() - self.start:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def measure_storage(args: argparse.Namespace, plain: Target, maiffs: MaiffsTarget,
+                    say: Progress) -> list[storage.StorageItem]:
+    """The bytes-stored comparison, on the fresh store; its copies are removed afterwards."""
+    tree = Path(args.tree)
+    fills = [(f"{tree.name} tree", partial(storage.copy_tree, tree, excludes=tuple(args.tree_exclude)))]
+    if args.log_sample_mib:
+        log = LogText("log-sample", args.log_sample_mib * MIB)
+        fills.append((f"log text {args.log_sample_mib} MiB",
+                      lambda d: workloads.write_file(d / "service.log", log.make(0), args.block_kib * KIB)))
+    items = []
+    for name, fill in fills:
+        say(f"bytes stored: {name}")
+        items.append(storage.measure(name, fill, plain, maiffs))
+    for target in (plain, maiffs):
+        for leftover in target.path.glob("storage-*"):
+            shutil.rmtree(leftover)
+    return items
+
+
+def run_all(args: argparse.Namespace, workdir: Path, say: Progress
+            ) -> tuple[workloads.Results, list[storage.StorageItem]]:
+    parts = set(args.only or PARTS)
+    results, stored = workloads.Results(), []
+    block = args.block_kib * KIB
+    with ExitStack() as stack:
+        say("mounting memfs and maiffs")
+        memfs = stack.enter_context(MemFsTarget(workdir))
+        plain = stack.enter_context(Target(workdir))
+        maiffs = stack.enter_context(MaiffsTarget(workdir, args.maiffs_options))
+        targets = [memfs, plain, maiffs]
+        if "storage" in parts:
+            stored = measure_storage(args, plain, maiffs, say)
+        if "random" in parts:
+            say(f"sequential, incompressible, {args.reps} × {args.seq_mib} MiB per target")
+            workloads.sequential(targets, RandomData("random", args.seq_mib * MIB), "random data",
+                                 0.7, args.reps, block, results)
+        if "text" in parts:
+            say(f"sequential, log text, {args.reps} × {args.text_mib} MiB per target")
+            workloads.sequential(targets, LogText("text", args.text_mib * MIB), "log text",
+                                 0.5, args.reps, block, results)
+        if "small" in parts:
+            say(f"small files, {args.reps} × {args.files} per target")
+            workloads.small_files(targets, args.files, args.file_size, args.files_per_dir, args.reps,
+                                  results)
+        say("unmounting")
+    return results, stored
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM (e.g. a CI timeout) unwinds like Ctrl-C, so every mount is still unmounted."""
+    sys.exit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    say = Progress()
+    workdir = Path(tempfile.mkdtemp(prefix="maiffs-bench-", dir=args.workdir))
+    meta = {"started": dt.datetime.now().isoformat(timespec="seconds"),
+            "command": " ".join(["python -m contrib.bench", *(sys.argv[1:] if argv is None else argv)]),
+            "machine": machine_info(workdir),
+            "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "caches_dropped": drop_caches()}
+    if not meta["caches_dropped"]:
+        say("warning: cannot write /proc/sys/vm/drop_caches (not root?): cold reads of the plain "
+            "dir and memfs come from the page cache")
+    try:
+        results, stored = run_all(args, workdir, say)
+    except BenchError as exc:
+        say(f"error: {exc}")
+        return 2
+    finally:
+        if any(is_mountpoint(p) for p in workdir.iterdir()):  # never rm through a mount
+            say(f"warning: something is still mounted in {workdir}; left in place")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    meta["seconds"] = round(time.monotonic() - say.start, 1)
+    print(report.timing_table(results))
+    if stored:
+        print()
+        print(report.storage_table(stored))
+    for problem in results.problems:
+        print(f"PROBLEM: {problem}")
+    report.write_json(args.json, report.to_json(results, stored, meta))
+    say(f"results written to {args.json}")
+    return 1 if results.problems else 0

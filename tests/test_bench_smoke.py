@@ -1,0 +1,39 @@
+"""The benchmark harness still runs: `python -m contrib.bench --quick` measures all three targets.
+
+Only that it works end to end is checked (a table, positive numbers, nothing left mounted), never
+how fast anything is: timings on a shared CI machine are not something a test can assert.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TARGETS = ("memfs", "plain", "maiffs")
+
+
+def test_quick_bench_reports_all_targets(tmp_path: Path) -> None:
+    out = tmp_path / "latest.json"
+    done = subprocess.run([sys.executable, "-m", "contrib.bench", "--quick", "--json", str(out),
+                           "--workdir", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
+    header = done.stdout.splitlines()[0]
+    assert all(name in header for name in ("memfs (ceiling)", "plain dir", "maiffs", "maiffs/ceiling"))
+
+    report = json.loads(out.read_text())
+    assert report["problems"] == []
+    keys = {w["key"] for w in report["workloads"]}
+    assert {"write-random", "read-random-cold", "write-text", "small-create", "find", "ls-lR"} <= keys
+    for workload in report["workloads"]:
+        for target in TARGETS:
+            result = workload["results"][target]
+            assert result is not None and result["median"] > 0, (workload["key"], target)
+        assert workload["maiffs_to_ceiling"] > 0 and workload["maiffs_to_plain"] > 0
+    assert report["storage"], "no bytes-stored comparison"
+    for item in report["storage"]:
+        assert item["logical_bytes"] > 0 and item["tar_zstd3_bytes"] > 0 and item["maiffs_stored_bytes"] > 0
+
+    leftovers = [p for p in tmp_path.iterdir() if p.name.startswith("maiffs-bench-")]
+    assert leftovers == [], "the harness left its work directory (and maybe a mount) behind"
