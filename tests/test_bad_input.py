@@ -16,6 +16,7 @@ import pytest
 
 from conftest import MaiffsMount, make_mount, maiffs
 from maiffs.mounts import find_mount, is_mountpoint
+from maiffs.store import STORE_FORMAT
 from maiffs.store.lock import is_locked
 
 
@@ -164,7 +165,7 @@ def test_newer_store_format(store_with_data):
     env = lmdb.open(str(m.store), max_dbs=16)
     meta = env.open_db(b"meta")
     with env.begin(write=True) as txn:
-        assert struct.unpack(">I", txn.get(b"format", db=meta))[0] == 1
+        assert struct.unpack(">I", txn.get(b"format", db=meta))[0] == STORE_FORMAT
         txn.put(b"format", struct.pack(">I", 99), db=meta)
     env.close()
     before = (m.store / "data.mdb").read_bytes()
@@ -177,7 +178,7 @@ def test_newer_store_format(store_with_data):
     env = lmdb.open(str(m.store), max_dbs=16)
     meta = env.open_db(b"meta")
     with env.begin(write=True) as txn:
-        txn.put(b"format", struct.pack(">I", 1), db=meta)
+        txn.put(b"format", struct.pack(">I", STORE_FORMAT), db=meta)
     env.close()
     assert_data_intact(m, data)
 

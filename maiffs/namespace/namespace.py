@@ -13,18 +13,21 @@ import stat
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 import blake3
 
 from maiffs.errors import FsError
 from maiffs.namespace import acl, filedata
+from maiffs.namespace.changes import add_backlink, build_backlinks, mark_changed, remove_backlink
 from maiffs.namespace.filedata import PreparedRegion, Region
 from maiffs.namespace.openfiles import FileState
 from maiffs.namespace.records import (ROOT_INO, Inode, cookie_key, decode_dirent, dirent_key,
-                                      encode_dirent, ino_key, key_ino, now_ns)
+                                      encode_dirent, encode_extent, extent_key, ino_key, key_ino,
+                                      now_ns)
 from maiffs.store.chunker import ChunkParams
 from maiffs.store.chunks import ChunkStore
-from maiffs.store.env import Store, Txn
+from maiffs.store.env import STORE_FORMAT, Store, Txn
 
 NAME_MAX = 255
 SYMLINK_MAX = 4095
@@ -37,6 +40,15 @@ XATTR_NAMESPACES = (b"user.", b"trusted.", b"security.")
 #: readdir offsets 1 and 2 are "." and ".."; entries get cookies from here up.
 FIRST_COOKIE = 3
 RELATIME_NS = 24 * 3600 * 10**9
+
+
+class GraftSource(Protocol):
+    """A tree node to copy into the namespace (a snapshot's tree object is one)."""
+
+    inode: Inode  # attributes; equal `ino` within one graft means hard links
+    xattrs: list[tuple[bytes, bytes]]
+    target: bytes
+    extents: list[tuple[int, bytes, int]]
 
 
 @dataclass
@@ -62,8 +74,16 @@ class Namespace:
         self.orphans: set[int] = set()  # unlinked, kept while open or known to the kernel
         self._ids: dict[int, tuple[int, int, int, str]] = {}
         if not store.readonly:
+            self.store.write(self._upgrade)
             self.store.write(self._ensure_root)
             self.purge_orphans()
+
+    def _upgrade(self, txn: Txn) -> None:
+        """Bring an older store up to this format (format 1 had no backlinks)."""
+        if self.store.format < 2:
+            build_backlinks(txn)
+        if self.store.format < STORE_FORMAT:
+            self.store.set_format(txn, STORE_FORMAT)
 
     # -- records ---------------------------------------------------------------------------
     @staticmethod
@@ -76,6 +96,7 @@ class Namespace:
     @staticmethod
     def _save(txn: Txn, inode: Inode) -> None:
         txn.put("inodes", ino_key(inode.ino), inode.encode())
+        mark_changed(txn, inode.ino)
 
     def _ensure_root(self, txn: Txn) -> None:
         if txn.get("inodes", ino_key(ROOT_INO)) is None:
@@ -200,12 +221,16 @@ class Namespace:
         cookie = self.store.next_id(txn, b"next_cookie", FIRST_COOKIE)
         txn.put("dirents", dirent_key(parent, name), encode_dirent(ino, cookie))
         txn.put("dircookies", cookie_key(parent, cookie), name)
+        add_backlink(txn, ino, parent, name)
+        mark_changed(txn, parent)
 
     def _remove_entry(self, txn: Txn, parent: int, name: bytes) -> None:
         raw = txn.get("dirents", dirent_key(parent, name))
-        _child, cookie = decode_dirent(raw)
+        child, cookie = decode_dirent(raw)
         txn.delete("dirents", dirent_key(parent, name))
         txn.delete("dircookies", cookie_key(parent, cookie))
+        remove_backlink(txn, child, parent, name)
+        mark_changed(txn, parent)
 
     def link(self, ino: int, parent: int, name: bytes) -> Inode:
         self._check_name(name)
@@ -320,6 +345,7 @@ class Namespace:
         txn.delete("symlinks", ino_key(ino))
         txn.delete("inodes", ino_key(ino))
         txn.delete("orphans", ino_key(ino))
+        txn.put("dirty", ino_key(ino), b"")  # so the next snapshot drops its cached object
         txn.count(inodes=-1)
 
     def purge_orphans(self) -> int:
@@ -329,6 +355,120 @@ class Namespace:
         for ino in orphans:
             self.store.write(lambda txn, ino=ino: self._delete_inode(txn, ino))
         return len(orphans)
+
+    # -- grafting whole trees (snapshot restore) ----------------------------------------------
+    def graft(self, parent: int, name: bytes | None, source: "GraftSource",
+              expand: Callable[[Txn, "GraftSource"], Iterable[tuple[bytes, "GraftSource"]]]
+              ) -> list[bytes]:
+        """Replace parent/name, whatever is there (recursively), by a copy of the tree source.
+
+        With name None, directory parent itself takes source's attributes and its entries are
+        replaced by source's. One transaction: all of it happens or none. Hard links inside
+        source (equal `inode.ino`) stay hard links; file data shares the source's chunks.
+        Returns the names in parent that changed, for the kernel's caches.
+        """
+        if name is not None:
+            self._check_name(name)
+
+        def txn_fn(txn: Txn) -> tuple[list[int], list[bytes]]:
+            t = now_ns()
+            self._dir(txn, parent)
+            if name is None:
+                old = [bytes(key[8:]) for key, _ in txn.prefix_items("dirents", ino_key(parent))]
+                doomed = [ino for n in old for ino in self._remove_tree(txn, parent, n, t)]
+                self._copy_attrs(txn, self._load(txn, parent), source, t)
+                tops = [(parent, n, child) for n, child in expand(txn, source)]
+                changed = old + [n for _p, n, _c in tops]
+            else:
+                doomed = (self._remove_tree(txn, parent, name, t)
+                          if self._entry(txn, parent, name) is not None else [])
+                tops, changed = [(parent, name, source)], [name]
+            self._grow_tree(txn, tops, expand, t)
+            pdir = self._load(txn, parent)
+            pdir.mtime_ns = pdir.ctime_ns = t
+            self._save(txn, pdir)
+            return doomed, changed
+
+        doomed, changed = self.store.write(txn_fn)
+        for ino in doomed:
+            self._orphaned(ino)
+        return changed
+
+    def _remove_tree(self, txn: Txn, parent: int, name: bytes, t: int) -> list[int]:
+        """Remove parent/name and everything below it; return the inodes that lost their last name."""
+        doomed = []
+        stack = [(parent, name, False)]
+        while stack:
+            pino, pname, expanded = stack.pop()
+            child = self._entry(txn, pino, pname)
+            inode = self._load(txn, child)
+            if stat.S_ISDIR(inode.mode) and not expanded:
+                stack.append((pino, pname, True))
+                stack.extend((child, bytes(key[8:]), False)
+                             for key, _ in list(txn.prefix_items("dirents", ino_key(child))))
+                continue
+            pdir = self._load(txn, pino)
+            self._remove_entry(txn, pino, pname)
+            if self._drop_link(txn, inode, pdir, t):
+                doomed.append(child)
+            pdir.mtime_ns = pdir.ctime_ns = t
+            self._save(txn, pdir)
+        return doomed
+
+    def _grow_tree(self, txn: Txn, tops: list[tuple[int, bytes, "GraftSource"]],
+                   expand: Callable[[Txn, "GraftSource"], Iterable[tuple[bytes, "GraftSource"]]],
+                   t: int) -> None:
+        """Create copies of the source trees in tops, each (directory, name, source)."""
+        made: dict[int, int] = {}  # source inode number -> new inode (hard links)
+        stack = list(reversed(tops))
+        while stack:
+            parent, name, src = stack.pop()
+            pdir = self._load(txn, parent)
+            is_dir = stat.S_ISDIR(src.inode.mode)
+            if not is_dir and src.inode.ino in made:
+                inode = self._load(txn, made[src.inode.ino])
+                inode.nlink += 1
+            else:
+                inode = self._copy_inode(txn, src, parent, t)
+                made[src.inode.ino] = inode.ino
+            self._add_entry(txn, parent, name, inode.ino)
+            self._save(txn, inode)
+            if is_dir:
+                pdir.nlink += 1
+                self._save(txn, pdir)
+                stack.extend((inode.ino, n, child) for n, child in reversed(list(expand(txn, src))))
+
+    def _copy_inode(self, txn: Txn, src: "GraftSource", parent: int, t: int) -> Inode:
+        """A new inode with src's attributes, xattrs, target and data (sharing its chunks)."""
+        s = src.inode
+        is_dir = stat.S_ISDIR(s.mode)
+        ino = self.store.next_id(txn, b"next_ino", ROOT_INO + 1)
+        inode = Inode(ino, s.mode, s.uid, s.gid, 2 if is_dir else 1, rdev=s.rdev, size=s.size,
+                      parent=parent if is_dir else 0, atime_ns=s.atime_ns, mtime_ns=s.mtime_ns,
+                      ctime_ns=t, birth_ns=t)
+        for name, value in src.xattrs:
+            txn.put("xattrs", ino_key(ino) + name, value)
+        if stat.S_ISLNK(s.mode):
+            txn.put("symlinks", ino_key(ino), src.target)
+        for off, cid, length in src.extents:
+            self.chunks.incref(txn, cid)
+            txn.put("extents", extent_key(ino, off), encode_extent(cid, length))
+            inode.allocated += length
+        if stat.S_ISREG(s.mode):
+            txn.count(logical_bytes=s.size, referenced_bytes=inode.allocated)
+        txn.count(inodes=1)
+        return inode
+
+    def _copy_attrs(self, txn: Txn, inode: Inode, src: "GraftSource", t: int) -> None:
+        """Give a directory src's mode, owner, times and xattrs (restoring it in place)."""
+        for key, _ in list(txn.prefix_items("xattrs", ino_key(inode.ino))):
+            txn.delete("xattrs", key)
+        for name, value in src.xattrs:
+            txn.put("xattrs", ino_key(inode.ino) + name, value)
+        s = src.inode
+        inode.mode, inode.uid, inode.gid = s.mode, s.uid, s.gid
+        inode.atime_ns, inode.mtime_ns, inode.ctime_ns = s.atime_ns, s.mtime_ns, t
+        self._save(txn, inode)
 
     # -- rename ---------------------------------------------------------------------------
     def rename(self, old_parent: int, old_name: bytes, new_parent: int, new_name: bytes,

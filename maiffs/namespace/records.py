@@ -89,3 +89,7 @@ def encode_extent(cid: bytes, length: int) -> bytes:
 
 def decode_extent(raw: bytes) -> tuple[bytes, int]:
     return _EXTENT.unpack(raw)
+
+
+def backlink_key(child: int, parent: int, name: bytes) -> bytes:
+    return _U64.pack(child) + _U64.pack(parent) + name

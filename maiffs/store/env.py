@@ -23,8 +23,9 @@ import lmdb
 
 from maiffs.errors import FsError, StoreError
 
-#: Bumped whenever an on-disk encoding changes; a store with a newer number is refused.
-STORE_FORMAT = 1
+#: Bumped whenever an on-disk encoding changes; a store with a newer number is refused, an
+#: older one is upgraded when opened for writing (format 2 added backlinks and snapshots).
+STORE_FORMAT = 2
 MAGIC = b"maiffs-store"
 
 DB_NAMES = (
@@ -38,6 +39,13 @@ DB_NAMES = (
     "xattrs",      # ino + name -> value
     "symlinks",    # ino -> target
     "orphans",     # ino -> b"" for unlinked inodes still open; purged at open
+    "backlinks",   # child ino + parent ino + name -> b"": the directories naming each inode
+    "dirty",       # ino -> b"": inodes changed since their tree object was last built
+    "objects",     # object id -> encoded tree object (a file's or a directory's state)
+    "objrefs",     # object id -> refcount (parent directory objects, snapshots, objcache)
+    "objcache",    # ino -> object id of a clean inode (holds one reference)
+    "snapshots",   # snapshot name -> snapshot record (root object, time, number)
+    "byid",        # content id + object id -> b"": file objects holding that content
 )
 
 INITIAL_MAP_SIZE = 1 << 30
@@ -60,7 +68,8 @@ class Txn:
         self.stat_delta: dict[str, int] = {}
 
     def get(self, db: str, key: bytes) -> bytes | None:
-        return self.raw.get(key, db=self.dbs[db])
+        handle = self.dbs[db]
+        return None if handle is None else self.raw.get(key, db=handle)
 
     def put(self, db: str, key: bytes, value: bytes, overwrite: bool = True) -> bool:
         return self.raw.put(key, value, db=self.dbs[db], overwrite=overwrite)
@@ -73,6 +82,8 @@ class Txn:
 
     def prefix_items(self, db: str, prefix: bytes, start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         """Yield (key, value) for keys starting with prefix, from prefix+start on, in key order."""
+        if self.dbs[db] is None:
+            return
         cur = self.cursor(db)
         if not cur.set_range(prefix + start):
             return
@@ -110,8 +121,24 @@ class Store:
         self.path = path
         self.env = env
         self.readonly = readonly
-        self.dbs = {name: env.open_db(name.encode(), create=not readonly) for name in DB_NAMES}
+        self.dbs = {name: self._open_db(name) for name in DB_NAMES}
         self.page_size = env.stat()["psize"]
+        with self.read() as txn:
+            raw = txn.get("meta", b"format")
+        #: the format the store was written in (older ones are upgraded by the namespace)
+        self.format = struct.unpack(">I", raw)[0] if raw else STORE_FORMAT
+
+    def _open_db(self, name: str) -> object | None:
+        """A named database; None for one a read-only open of an older store does not have."""
+        try:
+            return self.env.open_db(name.encode(), create=not self.readonly)
+        except lmdb.NotFoundError:
+            return None
+
+    def set_format(self, txn: Txn, version: int) -> None:
+        """Record that the store is now in format version (after an upgrade)."""
+        txn.put("meta", b"format", struct.pack(">I", version))
+        self.format = version
 
     # -- opening -------------------------------------------------------------------------
     @classmethod
