@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from maiffs.errors import StoreError
+from maiffs.snapshots.retention import DEFAULT_POLICY, RetentionPolicy, parse_interval, parse_policy
 
 _SIZE_SUFFIX = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
@@ -26,6 +27,8 @@ class MountOptions:
     compression: int = 3
     cache_size: int = 64 << 20
     debug: bool = False
+    snapshot_every: float = 0.0  # seconds between automatic snapshots; 0 = none
+    keep: RetentionPolicy = DEFAULT_POLICY  # which automatic snapshots pruning keeps
 
     @classmethod
     def parse(cls, specs: list[str]) -> "MountOptions":
@@ -33,9 +36,7 @@ class MountOptions:
         out = cls()
         known = {f.name: f for f in fields(cls)}
         for spec in specs:
-            for item in filter(None, (s.strip() for s in spec.split(","))):
-                key, _, value = item.partition("=")
-                key = key.replace("-", "_")
+            for key, value in _items(spec):
                 if key not in known:
                     raise StoreError(f"unknown mount option {key!r} (known: {', '.join(known)})")
                 try:
@@ -45,12 +46,34 @@ class MountOptions:
                         out.cache_size = parse_size(value)
                     elif key == "commit_interval":
                         out.commit_interval = float(value.rstrip("s"))
+                    elif key == "snapshot_every":
+                        out.snapshot_every = parse_interval(value)
+                    elif key == "keep":
+                        out.keep = parse_policy(value)
                     else:
                         setattr(out, key, int(value))
                 except ValueError:
                     raise StoreError(f"bad value for mount option {key}: {value!r}") from None
+                except StoreError as exc:
+                    raise StoreError(f"bad value for mount option {key}: {exc}") from None
         if not 0 <= out.compression <= 22:
             raise StoreError("compression must be a zstd level from 0 (off) to 22")
         if out.commit_interval <= 0:
             raise StoreError("commit_interval must be positive")
         return out
+
+
+def _items(spec: str) -> list[tuple[str, str]]:
+    """Split one '-o' argument into (key, value) pairs.
+
+    The keep policy uses commas itself, so in 'keep=hourly:24,daily:7' the items without '='
+    but with ':' that follow a keep item belong to its value rather than being options.
+    """
+    items: list[tuple[str, str]] = []
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        if "=" not in item and ":" in item and items and items[-1][0] == "keep":
+            items[-1] = ("keep", f"{items[-1][1]},{item}")
+            continue
+        key, _, value = item.partition("=")
+        items.append((key.replace("-", "_"), value))
+    return items
