@@ -13,10 +13,11 @@ from typing import Any
 
 import click
 
-from maiffs import __version__
+from maiffs import __version__, commands
 from maiffs.errors import FsError, StoreError
-from maiffs.mounts import find_mount, is_mountpoint, maiffs_mounts, resolve_store
+from maiffs.mounts import find_mount, is_mountpoint, path_in_mount, resolve_store
 from maiffs.options import MountOptions
+from maiffs.report import store_report
 from maiffs.store import Store
 from maiffs.store.lock import is_locked
 
@@ -95,7 +96,8 @@ def _daemonize(run: Callable[[Callable[[str | None], None]], None]) -> None:
 @click.argument("mountpoint", type=click.Path())
 @click.option("-f", "--foreground", is_flag=True, help="Stay in the foreground, logging to stderr.")
 @click.option("-o", "options", multiple=True, metavar="OPT[,OPT...]",
-              help="allow_other, commit_interval=SECONDS, compression=LEVEL, cache_size=SIZE, debug")
+              help="allow_other, commit_interval=SECONDS, compression=LEVEL, cache_size=SIZE, "
+                   "debug, snapshot_every=INTERVAL (e.g. 15m), keep=RULES (e.g. hourly:24,daily:7)")
 def mount(store: str, mountpoint: str, foreground: bool, options: tuple[str, ...]) -> None:
     """Mount STORE on MOUNTPOINT."""
     from maiffs.daemon import check_mountpoint, serve
@@ -134,34 +136,6 @@ def umount(mountpoint: str, timeout: float) -> None:
     click.echo(f"unmounted {entry.mountpoint}")
 
 
-def _ratio(a: int, b: int) -> float:
-    return round(a / b, 3) if b else 1.0
-
-
-def store_report(store_path: str) -> dict[str, Any]:
-    """The numbers `maiffs stat` shows, from the committed state of a store."""
-    store = Store.open(store_path, readonly=True)
-    try:
-        s = store.stats()
-        on_disk = os.path.getsize(os.path.join(store_path, "data.mdb"))
-    finally:
-        store.env.close()
-    return {
-        "store": store_path,
-        "mounted_on": next((m.mountpoint for m in maiffs_mounts() if m.store == store_path), None),
-        "files": s["inodes"],
-        "logical_bytes": s["logical_bytes"],
-        "referenced_bytes": s["referenced_bytes"],
-        "unique_bytes": s["chunk_raw_bytes"],
-        "stored_bytes": s["chunk_stored_bytes"],
-        "chunks": s["chunks"],
-        "store_file_bytes": on_disk,
-        "dedup_ratio": _ratio(s["referenced_bytes"], s["chunk_raw_bytes"]),
-        "compression_ratio": _ratio(s["chunk_raw_bytes"], s["chunk_stored_bytes"]),
-        "total_ratio": _ratio(s["logical_bytes"], s["chunk_stored_bytes"]),
-    }
-
-
 @cli.command("stat")
 @click.argument("target", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
@@ -173,6 +147,87 @@ def stat_cmd(target: str, as_json: bool) -> None:
         return
     for key, value in report.items():
         click.echo(f"{key:18} {value}")
+
+
+@cli.group()
+def snapshot() -> None:
+    """Snapshots of a store: create, list, delete, diff, restore.
+
+    STORE is a store directory or a mount point of one; while it is mounted, the daemon
+    does the work (through MOUNTPOINT/.maiffs/control)."""
+
+
+def _time(ns: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ns / 1e9))
+
+
+@snapshot.command("create")
+@click.argument("store", type=click.Path())
+@click.argument("name", required=False)
+def snapshot_create(store: str, name: str | None) -> None:
+    """Snapshot the whole tree as NAME (default: the UTC time)."""
+    info = commands.run(store, {"op": "snapshot.create", "name": name})
+    click.echo(f"created snapshot {info['name']} (root {info['root'][:16]})")
+
+
+@snapshot.command("list")
+@click.argument("store", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def snapshot_list(store: str, as_json: bool) -> None:
+    """List snapshots, oldest first."""
+    infos = commands.run(store, {"op": "snapshot.list"})
+    if as_json:
+        click.echo(json.dumps(infos, indent=2))
+        return
+    for info in infos:
+        click.echo(f"{info['name']:32} {_time(info['created_ns'])}  {info['root'][:16]}")
+
+
+@snapshot.command("delete")
+@click.argument("store", type=click.Path())
+@click.argument("name")
+def snapshot_delete(store: str, name: str) -> None:
+    """Delete snapshot NAME, freeing the data only it held."""
+    commands.run(store, {"op": "snapshot.delete", "name": name})
+    click.echo(f"deleted snapshot {name}")
+
+
+@snapshot.command("diff")
+@click.argument("store", type=click.Path())
+@click.argument("a")
+@click.argument("b", required=False)
+def snapshot_diff(store: str, a: str, b: str | None) -> None:
+    """Paths added (A), removed (D) or modified (M) from snapshot A to B (default: the live tree)."""
+    for mark, path in commands.run(store, {"op": "snapshot.diff", "a": a, "b": b}):
+        click.echo(f"{mark} {path}")
+
+
+@snapshot.command("restore")
+@click.argument("store", type=click.Path())
+@click.argument("name")
+@click.argument("path", required=False, default="")
+def snapshot_restore(store: str, name: str, path: str) -> None:
+    """Put PATH (a file or a directory, relative to the tree's root; default: everything)
+    back as it was in snapshot NAME. Nothing outside PATH changes."""
+    commands.run(store, {"op": "snapshot.restore", "name": name, "path": path})
+    click.echo(f"restored {path or '/'} from snapshot {name}")
+
+
+@cli.command("log")
+@click.argument("path", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def log_cmd(path: str, as_json: bool) -> None:
+    """Every version of PATH (a file in a maiffs mount) in the snapshots, newest first.
+
+    The content of each is at MOUNTPOINT/.snapshots/SNAPSHOT/PATH."""
+    entry, relative = path_in_mount(path)
+    rows = commands.run(entry.mountpoint, {"op": "log", "path": relative})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        click.echo(f"{row['snapshot']:32} {_time(row['mtime_ns'])}  {row['size']:>12}  "
+                   f"{row['id'] or row['type']}")
 
 
 @cli.command("fsck")

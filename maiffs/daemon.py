@@ -16,11 +16,15 @@ from collections.abc import Callable
 import pyfuse3
 import trio
 
+from maiffs.control import ControlTree
 from maiffs.errors import StoreError
 from maiffs.fuse.operations import Operations
 from maiffs.mounts import is_mountpoint
 from maiffs.namespace import Namespace
 from maiffs.options import MountOptions
+from maiffs.service import SnapshotService
+from maiffs.snapshots.manager import Snapshots
+from maiffs.snapshots.view import SnapshotTree
 from maiffs.store import Store
 from maiffs.store.lock import StoreLock
 
@@ -62,11 +66,13 @@ async def _signal_watch() -> None:
             return
 
 
-async def _main(ops: Operations, options: MountOptions) -> None:
+async def _main(ops: Operations, service: SnapshotService, options: MountOptions) -> None:
     async with trio.open_nursery() as nursery:
         ops.nursery = nursery
         nursery.start_soon(_commit_loop, ops, options.commit_interval)
         nursery.start_soon(_signal_watch)
+        if options.snapshot_every:
+            nursery.start_soon(service.auto_snapshots, options)
         await pyfuse3.main()
         await ops.shutdown()
         nursery.cancel_scope.cancel()
@@ -83,7 +89,10 @@ def serve(store_path: str, mountpoint: str, options: MountOptions,
         lock = StoreLock(store_path, f"mounted on {mountpoint}")
         store = Store.open(store_path)
         ns = Namespace(store, level=options.compression, cache_bytes=options.cache_size)
-        ops = Operations(ns)
+        service = SnapshotService(Snapshots(ns))
+        ops = service.ops = Operations(ns, trees=[
+            SnapshotTree(service.snapshots, service.take, service.drop),
+            ControlTree(service.snapshots, service.stats, service.run)])
         fuse_options = set(pyfuse3.default_options) | {f"fsname={store_path}", "subtype=maiffs"}
         if options.allow_other:
             fuse_options.add("allow_other")
@@ -96,7 +105,7 @@ def serve(store_path: str, mountpoint: str, options: MountOptions,
         mounted = True
         log.info("mounted %s on %s", store_path, mountpoint)
         ready(None)
-        trio.run(_main, ops, options)
+        trio.run(_main, ops, service, options)
     except StoreError as exc:
         ready(str(exc))
         raise

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from maiffs.errors import StoreError
+
 FSTYPE = "fuse.maiffs"
 
 
@@ -50,3 +52,16 @@ def resolve_store(path: str) -> str:
     """A store directory, given either it or a mount point of it."""
     entry = find_mount(path)
     return entry.store if entry else os.path.abspath(path)
+
+
+def path_in_mount(path: str) -> tuple[MountEntry, str]:
+    """The maiffs mount holding path, and path relative to its root; StoreError if none does."""
+    real = os.path.realpath(path)
+    best = None
+    for entry in maiffs_mounts():
+        if real == entry.mountpoint or real.startswith(entry.mountpoint.rstrip("/") + "/"):
+            if best is None or len(entry.mountpoint) > len(best.mountpoint):
+                best = entry
+    if best is None:
+        raise StoreError(f"{path} is not inside a maiffs mount")
+    return best, os.path.relpath(real, best.mountpoint)

@@ -23,7 +23,8 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import MaiffsMount, maiffs, make_mount
-from maiffs.cli import cli, store_report
+from maiffs.cli import cli
+from maiffs.report import store_report
 from maiffs.namespace.records import (ROOT_INO, Inode, cookie_key, decode_dirent, decode_extent,
                                       dirent_key, encode_dirent, ino_key)
 from maiffs.store import Store, Txn

@@ -17,7 +17,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -26,7 +26,8 @@ import trio
 
 from maiffs.errors import FsError, StoreError
 from maiffs.fuse.attrs import entry_attributes
-from maiffs.namespace import Namespace
+from maiffs.namespace import ROOT_INO, Namespace
+from maiffs.namespace.virtual import VIRTUAL_BASE, VirtualTree
 
 log = logging.getLogger(__name__)
 
@@ -68,16 +69,25 @@ def _errors(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
 
 
 class Operations(pyfuse3.Operations):
-    """The FUSE face of a Namespace."""
+    """The FUSE face of a Namespace and of the virtual trees beside it (snapshots, .maiffs).
+
+    A request for an inode number at or above VIRTUAL_BASE goes to the tree owning it; the
+    live root has hidden names leading into them. Virtual trees are read-only unless they
+    accept a request themselves (mkdir/rmdir in .snapshots, writes to the control file).
+    """
 
     supports_dot_lookup = True
     enable_writeback_cache = False
     #: the kernel checks POSIX ACLs; the namespace keeps them in step with mode
     enable_acl = True
 
-    def __init__(self, ns: Namespace, workers: int = 2) -> None:
+    def __init__(self, ns: Namespace, trees: Sequence[VirtualTree] = (), workers: int = 2) -> None:
         super().__init__()
         self.ns = ns
+        self.trees = list(trees)
+        self.hidden = {name: (tree, ino) for tree in self.trees
+                       for name, ino in tree.root_names().items()}
+        self.virtual_handles: dict[int, tuple[VirtualTree, int, object]] = {}
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="maiffs-chunk")
         self.handles: dict[int, int] = {}
         self.next_fh = 1
@@ -92,9 +102,32 @@ class Operations(pyfuse3.Operations):
             lock = self.locks[ino] = trio.Lock()
         return lock
 
+    def _tree(self, ino: int) -> VirtualTree | None:
+        """The virtual tree owning ino, or None for a live inode."""
+        if ino < VIRTUAL_BASE:
+            return None
+        for tree in self.trees:
+            if tree.owns(ino):
+                return tree
+        raise FsError(errno.ESTALE, f"no tree owns inode {ino}")
+
+    def _remember(self, ino: int) -> None:
+        tree = self._tree(ino)
+        if tree is None:
+            self.ns.remember(ino)
+        else:
+            tree.remember(ino)
+
     def _entry(self, inode: Any) -> pyfuse3.EntryAttributes:
-        self.ns.remember(inode.ino)
+        self._remember(inode.ino)
         return entry_attributes(inode)
+
+    def _refuse_virtual(self, parent: int, name: bytes | None = None) -> None:
+        """Refuse changes inside virtual trees, and new live names that would hide one."""
+        if self._tree(parent) is not None:
+            raise FsError(errno.EROFS)
+        if parent == ROOT_INO and name in self.hidden:
+            raise FsError(errno.EEXIST, f"{name!r} is reserved for maiffs")
 
     async def _flush_locked(self, ino: int, final: bool) -> None:
         job = self.ns.begin_flush(ino, final)
@@ -150,22 +183,35 @@ class Operations(pyfuse3.Operations):
     # -- lookups and attributes ---------------------------------------------------------------
     @_errors
     async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        tree = self._tree(parent_inode)
+        if tree is not None:
+            return self._entry(tree.lookup(parent_inode, name))
+        if parent_inode == ROOT_INO and name in self.hidden:
+            tree, ino = self.hidden[name]
+            return self._entry(tree.getattr(ino))
         return self._entry(self.ns.lookup(parent_inode, name))
 
     async def forget(self, inode_list: list[tuple[int, int]]) -> None:
         for ino, count in inode_list:
             try:
-                self.ns.forget(ino, count)
+                tree = self._tree(ino)
+                if tree is None:
+                    self.ns.forget(ino, count)
+                else:
+                    tree.forget(ino, count)
             except Exception:
                 log.exception("forget(%d) failed", ino)
 
     @_errors
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext | None = None) -> pyfuse3.EntryAttributes:
-        return entry_attributes(self.ns.getattr(inode))
+        tree = self._tree(inode)
+        return entry_attributes((tree or self.ns).getattr(inode))
 
     @_errors
     async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
                       fh: int | None, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        if self._tree(inode) is not None:
+            raise FsError(errno.EROFS)
         changes = {name: getattr(attr, source) for flag, name, source in _SETATTR_FIELDS
                    if getattr(fields, flag)}
         if fields.update_size:
@@ -178,43 +224,63 @@ class Operations(pyfuse3.Operations):
 
     @_errors
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
-        return self.ns.readlink(inode)
+        return (self._tree(inode) or self.ns).readlink(inode)
 
     # -- creating and removing ----------------------------------------------------------------
     @_errors
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        self._refuse_virtual(parent_inode, name)
         return self._entry(self.ns.create(parent_inode, name, mode, ctx.uid, ctx.gid, ctx.umask,
                                           rdev=rdev))
 
     @_errors
     async def mkdir(self, parent_inode: int, name: bytes, mode: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        tree = self._tree(parent_inode)
+        if tree is not None:
+            return self._entry(await tree.mkdir(parent_inode, name))
+        self._refuse_virtual(parent_inode, name)
         mode = stat.S_IFDIR | (mode & 0o7777)
         return self._entry(self.ns.create(parent_inode, name, mode, ctx.uid, ctx.gid, ctx.umask))
 
     @_errors
     async def symlink(self, parent_inode: int, name: bytes, target: bytes,
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        self._refuse_virtual(parent_inode, name)
         return self._entry(self.ns.create(parent_inode, name, stat.S_IFLNK | 0o777, ctx.uid,
                                           ctx.gid, target=target))
 
     @_errors
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        self._refuse_virtual(new_parent_inode, new_name)
+        if self._tree(inode) is not None:
+            raise FsError(errno.EXDEV, "snapshots cannot be hard-linked into the live tree")
         return self._entry(self.ns.link(inode, new_parent_inode, new_name))
 
     @_errors
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self._refuse_virtual(parent_inode)
         self.ns.unlink(parent_inode, name)
 
     @_errors
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        tree = self._tree(parent_inode)
+        if tree is not None:
+            await tree.rmdir(parent_inode, name)
+            return
+        if parent_inode == ROOT_INO and name in self.hidden:
+            raise FsError(errno.EBUSY, f"{name!r} belongs to maiffs")
         self.ns.rmdir(parent_inode, name)
 
     @_errors
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
                      name_new: bytes, flags: int, ctx: pyfuse3.RequestContext) -> None:
+        for parent, name in ((parent_inode_old, name_old), (parent_inode_new, name_new)):
+            self._refuse_virtual(parent)
+            if parent == ROOT_INO and name in self.hidden:
+                raise FsError(errno.EBUSY, f"{name!r} belongs to maiffs")
         self.ns.rename(parent_inode_old, name_old, parent_inode_new, name_new,
                        noreplace=bool(flags & pyfuse3.RENAME_NOREPLACE),
                        exchange=bool(flags & pyfuse3.RENAME_EXCHANGE))
@@ -226,8 +292,19 @@ class Operations(pyfuse3.Operations):
         self.handles[fh] = ino
         return pyfuse3.FileInfo(fh=fh, keep_cache=True)
 
+    def _new_virtual_handle(self, tree: VirtualTree, ino: int, flags: int) -> pyfuse3.FileInfo:
+        state = tree.open(ino, flags)
+        fh = self.next_fh
+        self.next_fh += 1
+        self.virtual_handles[fh] = (tree, ino, state)
+        direct = tree.direct_io(ino)
+        return pyfuse3.FileInfo(fh=fh, direct_io=direct, keep_cache=not direct)
+
     @_errors
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        tree = self._tree(inode)
+        if tree is not None:
+            return self._new_virtual_handle(tree, inode, flags)
         if flags & os.O_TRUNC:
             async with self._lock(inode):
                 await self._flush_locked(inode, final=True)
@@ -239,16 +316,25 @@ class Operations(pyfuse3.Operations):
     @_errors
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        self._refuse_virtual(parent_inode, name)
         inode = self.ns.create(parent_inode, name, mode, ctx.uid, ctx.gid, ctx.umask)
         self.ns.open(inode.ino)
         return self._new_handle(inode.ino), self._entry(inode)
 
     @_errors
     async def read(self, fh: int, off: int, size: int) -> bytes:
+        virtual = self.virtual_handles.get(fh)
+        if virtual is not None:
+            tree, ino, state = virtual
+            return tree.read(ino, state, off, size)
         return self.ns.read(self.handles[fh], off, size)
 
     @_errors
     async def write(self, fh: int, off: int, buf: bytes) -> int:
+        virtual = self.virtual_handles.get(fh)
+        if virtual is not None:
+            tree, ino, state = virtual
+            return await tree.write(ino, state, off, buf)
         ino = self.handles[fh]
         self._raise_deferred(ino)
         written = self.ns.write(ino, off, buf)
@@ -261,15 +347,20 @@ class Operations(pyfuse3.Operations):
 
     @_errors
     async def flush(self, fh: int) -> None:
-        await self.flush_file(self.handles[fh])
+        if fh not in self.virtual_handles:
+            await self.flush_file(self.handles[fh])
 
     @_errors
     async def fsync(self, fh: int, datasync: bool) -> None:
+        if fh in self.virtual_handles:
+            return
         await self.flush_file(self.handles[fh])
         await trio.to_thread.run_sync(self.ns.store.sync)
 
     @_errors
     async def release(self, fh: int) -> None:
+        if self.virtual_handles.pop(fh, None) is not None:
+            return
         ino = self.handles.pop(fh)
         try:
             await self.flush_file(ino)
@@ -282,23 +373,25 @@ class Operations(pyfuse3.Operations):
     # -- directories -----------------------------------------------------------------------------
     @_errors
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
-        self.ns.getattr(inode)
+        if not stat.S_ISDIR((self._tree(inode) or self.ns).getattr(inode).mode):
+            raise FsError(errno.ENOTDIR)
         return inode
 
     @_errors
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        for name, inode, next_id in self.ns.readdir(fh, start_id):
+        for name, inode, next_id in (self._tree(fh) or self.ns).readdir(fh, start_id):
             if not pyfuse3.readdir_reply(token, name, entry_attributes(inode), next_id):
                 return
             if name not in (b".", b".."):
-                self.ns.remember(inode.ino)
+                self._remember(inode.ino)
 
     async def releasedir(self, fh: int) -> None:
         return None
 
     @_errors
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
-        await trio.to_thread.run_sync(self.ns.store.sync)
+        if self._tree(fh) is None:
+            await trio.to_thread.run_sync(self.ns.store.sync)
 
     @_errors
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
@@ -315,18 +408,20 @@ class Operations(pyfuse3.Operations):
     # -- xattrs ------------------------------------------------------------------------------------
     @_errors
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
-        return self.ns.getxattr(inode, name)
+        return (self._tree(inode) or self.ns).getxattr(inode, name)
 
     @_errors
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self._refuse_virtual(inode)
         self.ns.setxattr(inode, name, value)
 
     @_errors
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
-        return self.ns.listxattr(inode)
+        return (self._tree(inode) or self.ns).listxattr(inode)
 
     @_errors
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self._refuse_virtual(inode)
         self.ns.removexattr(inode, name)
 
     # -- lifetime ----------------------------------------------------------------------------------
