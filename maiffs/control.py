@@ -50,12 +50,12 @@ class ControlTree(VirtualTree):
 
     def __init__(self, snapshots: Snapshots, stats: Callable[[], dict[str, Any]],
                  run: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]) -> None:
+        super().__init__()
         self.snapshots = snapshots
         self.stats = stats
         self.run = run
         self.by_id: dict[bytes, int] = {}      # content id -> inode number (stable per mount)
         self.objects: dict[int, TreeObject] = {}
-        self.refs: dict[int, int] = {}
 
     def owns(self, ino: int) -> bool:
         return DIR_INO <= ino <= LAST_INO
@@ -115,15 +115,7 @@ class ControlTree(VirtualTree):
         self.objects[ino] = obj
         return ino
 
-    def remember(self, ino: int) -> None:
-        self.refs[ino] = self.refs.get(ino, 0) + 1
-
-    def forget(self, ino: int, count: int) -> None:
-        left = self.refs.get(ino, 0) - count
-        if left > 0:
-            self.refs[ino] = left
-            return
-        self.refs.pop(ino, None)
+    def unused(self, ino: int) -> None:
         self.objects.pop(ino, None)  # its number stays reserved for its content id
 
     def readdir(self, ino: int, start: int) -> Iterator[tuple[bytes, Inode, int]]:

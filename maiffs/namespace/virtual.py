@@ -34,6 +34,9 @@ def directory_inode(ino: int, template: Inode, nlink: int = 2) -> Inode:
 class VirtualTree:
     """A tree of inodes the adapter serves as it serves the namespace; read-only by default."""
 
+    def __init__(self) -> None:
+        self.refs: dict[int, int] = {}  # inode -> references the kernel holds
+
     def owns(self, ino: int) -> bool:
         raise NotImplementedError
 
@@ -52,9 +55,19 @@ class VirtualTree:
 
     def remember(self, ino: int) -> None:
         """The kernel holds one more reference to ino (from lookup, mkdir or readdirplus)."""
+        self.refs[ino] = self.refs.get(ino, 0) + 1
 
     def forget(self, ino: int, count: int) -> None:
-        """The kernel dropped count references to ino (trees that map inodes may free them)."""
+        """The kernel dropped count references to ino; at none, the tree may free its state."""
+        left = self.refs.get(ino, 0) - count
+        if left > 0:
+            self.refs[ino] = left
+            return
+        self.refs.pop(ino, None)
+        self.unused(ino)
+
+    def unused(self, ino: int) -> None:
+        """The kernel holds no reference to ino any more (it will look it up again if needed)."""
 
     def readlink(self, ino: int) -> bytes:
         raise FsError(errno.EINVAL)

@@ -26,24 +26,37 @@ _ZERO_BLOCK = bytes(1 << 20)
 
 def update_tree(txn: Txn, objects: Objects) -> bytes:
     """Bring objcache up to date and return the id of the live root's object."""
-    drop_stale(txn, objects)
-    root = _build(txn, objects, ROOT_INO)
-    txn.raw.drop(txn.dbs["dirty"], delete=False)
+    stale = _take_stale(txn)
+    root = _build(txn, objects, ROOT_INO, stale)
+    for oid in stale.values():  # after the build, so objects it reused are still there
+        objects.decref(txn, oid)
+    txn.clear("dirty")
     return root
 
 
 def drop_stale(txn: Txn, objects: Objects) -> None:
     """Release the cached objects of changed inodes (they no longer describe them)."""
-    for key, _value in txn.prefix_items("dirty", b""):
+    for oid in _take_stale(txn).values():
+        objects.decref(txn, oid)
+
+
+def _take_stale(txn: Txn) -> dict[int, bytes]:
+    """Remove the objcache entries of dirty inodes; return them (their references are the
+    caller's to drop)."""
+    stale = {}
+    for key, _value in list(txn.prefix_items("dirty", b"")):
         cached = txn.get("objcache", key)
         if cached is not None:
-            oid = bytes(cached)
+            stale[key_ino(key)] = bytes(cached)
             txn.delete("objcache", key)
-            objects.decref(txn, oid)
+    return stale
 
 
-def _build(txn: Txn, objects: Objects, top: int) -> bytes:
-    """The object of inode top, building (post-order, without recursion) whatever is not cached."""
+def _build(txn: Txn, objects: Objects, top: int, previous: dict[int, bytes]) -> bytes:
+    """The object of inode top, building (post-order, without recursion) whatever is not cached.
+
+    previous holds the last objects of changed inodes: a file whose extents did not change
+    (only its attributes did, e.g. atime) keeps its content id without reading its data."""
     done: dict[int, bytes] = {}
     stack: list[tuple[int, bool]] = [(top, False)]
     while stack:
@@ -59,7 +72,9 @@ def _build(txn: Txn, objects: Objects, top: int) -> bytes:
             stack.append((ino, True))
             stack.extend((child, False) for _name, child in _entries(txn, ino) if child not in done)
             continue
-        obj = _object(txn, objects.chunks, inode, done)
+        old = previous.get(ino)
+        obj = _object(txn, objects.chunks, inode, done,
+                      objects.get(txn, old) if old and stat.S_ISREG(inode.mode) else None)
         oid = objects.put(txn, obj)  # the reference objcache holds
         txn.put("objcache", ino_key(ino), oid)
         done[ino] = oid
@@ -78,7 +93,8 @@ def _entries(txn: Txn, ino: int) -> list[tuple[bytes, int]]:
             for key, value in txn.prefix_items("dirents", ino_key(ino))]
 
 
-def _object(txn: Txn, chunks: ChunkStore, inode: Inode, built: dict[int, bytes]) -> TreeObject:
+def _object(txn: Txn, chunks: ChunkStore, inode: Inode, built: dict[int, bytes],
+            previous: TreeObject | None) -> TreeObject:
     obj = TreeObject(inode, xattrs=[(bytes(key[8:]), bytes(value)) for key, value in
                                     txn.prefix_items("xattrs", ino_key(inode.ino))])
     if stat.S_ISDIR(inode.mode):
@@ -86,7 +102,11 @@ def _object(txn: Txn, chunks: ChunkStore, inode: Inode, built: dict[int, bytes])
     elif stat.S_ISREG(inode.mode):
         obj.extents = [(key_ino(key, 8), *decode_extent(value))
                        for key, value in txn.prefix_items("extents", ino_key(inode.ino))]
-        obj.content_id = content_id(txn, chunks, obj.extents, inode.size)
+        if (previous is not None and previous.is_file and previous.extents == obj.extents
+                and previous.inode.size == inode.size):
+            obj.content_id = previous.content_id
+        else:
+            obj.content_id = content_id(txn, chunks, obj.extents, inode.size)
     elif stat.S_ISLNK(inode.mode):
         obj.target = bytes(txn.get("symlinks", ino_key(inode.ino)) or b"")
     return obj

@@ -140,7 +140,7 @@ class Snapshots:
         for part in split_path(path):
             if not obj.is_dir:
                 raise FsError(errno.ENOTDIR, f"{path}: not a directory")
-            child = dict(obj.entries).get(part)
+            child = obj.entry(part)
             if child is None:
                 raise FsError(errno.ENOENT, f"{path}: no such file or directory")
             obj = self.objects.get(txn, child)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import stat
 import struct
+from bisect import bisect_left
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -47,6 +48,11 @@ class TreeObject:
     content_id: bytes = bytes(32)                                # regular files
     extents: list[tuple[int, bytes, int]] = field(default_factory=list)  # (offset, chunk, length)
     entries: list[tuple[bytes, bytes]] = field(default_factory=list)     # directories: (name, oid)
+
+    def entry(self, name: bytes) -> bytes | None:
+        """The object id of a directory entry (entries are sorted by name: binary search)."""
+        i = bisect_left(self.entries, name, key=lambda entry: entry[0])
+        return self.entries[i][1] if i < len(self.entries) and self.entries[i][0] == name else None
 
     @property
     def is_dir(self) -> bool:

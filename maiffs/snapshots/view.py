@@ -68,12 +68,12 @@ class SnapshotTree(VirtualTree):
 
     def __init__(self, snapshots: Snapshots, take: Callable[[str], Awaitable[SnapshotInfo]],
                  drop: Callable[[str], Awaitable[None]]) -> None:
+        super().__init__()
         self.snapshots = snapshots
         self.store = snapshots.store
         self.take = take
         self.drop = drop
         self.nodes: dict[int, tuple[bytes, int]] = {}  # inode -> (object id, parent inode)
-        self.refs: dict[int, int] = {}
 
     def owns(self, ino: int) -> bool:
         return ino == SNAPDIR_INO or ino >= 2 << _SHIFT
@@ -105,15 +105,7 @@ class SnapshotTree(VirtualTree):
         self.nodes.setdefault(ino, (oid, parent))
         return replace(obj.inode, ino=ino)
 
-    def remember(self, ino: int) -> None:
-        self.refs[ino] = self.refs.get(ino, 0) + 1
-
-    def forget(self, ino: int, count: int) -> None:
-        left = self.refs.get(ino, 0) - count
-        if left > 0:
-            self.refs[ino] = left
-            return
-        self.refs.pop(ino, None)
+    def unused(self, ino: int) -> None:
         self.nodes.pop(ino, None)
 
     # -- reading -------------------------------------------------------------------------------------
@@ -144,7 +136,7 @@ class SnapshotTree(VirtualTree):
                 return replace(obj.inode, ino=parent)
             if name == b"..":
                 return self.getattr(self._node(parent)[1])
-            oid = dict(obj.entries).get(name)
+            oid = obj.entry(name)
             if oid is None:
                 raise FsError(errno.ENOENT)
             return self._enter(number, oid, self.snapshots.object(txn, oid), parent)

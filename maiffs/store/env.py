@@ -77,6 +77,10 @@ class Txn:
     def delete(self, db: str, key: bytes) -> bool:
         return self.raw.delete(key, db=self.dbs[db])
 
+    def clear(self, db: str) -> None:
+        """Delete every record of db."""
+        self.raw.drop(self.dbs[db], delete=False)
+
     def cursor(self, db: str) -> lmdb.Cursor:
         return self.raw.cursor(db=self.dbs[db])
 
