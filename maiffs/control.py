@@ -23,6 +23,7 @@ from maiffs.namespace.virtual import VIRTUAL_BASE, VirtualTree, directory_inode
 from maiffs.snapshots.manager import Snapshots
 from maiffs.snapshots.objects import TreeObject
 from maiffs.snapshots.view import object_xattr, read_object
+from maiffs.store.env import Txn
 
 MAIFFS_NAME = b".maiffs"
 DIR_INO = VIRTUAL_BASE + 2
@@ -55,7 +56,7 @@ class ControlTree(VirtualTree):
         self.stats = stats
         self.run = run
         self.by_id: dict[bytes, int] = {}      # content id -> inode number (stable per mount)
-        self.objects: dict[int, TreeObject] = {}
+        self.objects: dict[int, tuple[bytes, TreeObject]] = {}  # inode -> (id, file object)
 
     def owns(self, ino: int) -> bool:
         return DIR_INO <= ino <= LAST_INO
@@ -75,10 +76,8 @@ class ControlTree(VirtualTree):
         for _name, (file_ino, perm) in FILES.items():
             if ino == file_ino:
                 return replace(directory_inode(ino, root, nlink=1), mode=stat.S_IFREG | perm)
-        obj = self.objects.get(ino)
-        if obj is None:
-            raise FsError(errno.ESTALE)
-        return replace(obj.inode, ino=ino, nlink=1)
+        with self.snapshots.store.read() as txn:
+            return replace(self._held(txn, ino).inode, ino=ino, nlink=1)
 
     def lookup(self, parent: int, name: bytes) -> Inode:
         if name in (b".", b".."):
@@ -104,16 +103,23 @@ class ControlTree(VirtualTree):
             raise FsError(errno.ENOENT) from None
         if len(content_id) != 32:
             raise FsError(errno.ENOENT)
-        obj = self.snapshots.find_content(content_id)
-        if obj is None:
+        found = self.snapshots.find_content(content_id)
+        if found is None:
             raise FsError(errno.ENOENT)
         ino = self.by_id.get(content_id)
         if ino is None:
             ino = self.by_id[content_id] = FIRST_BYID_INO + len(self.by_id)
             if ino > LAST_INO:
                 raise FsError(errno.ENOSPC, "too many content ids opened in this mount")
-        self.objects[ino] = obj
+        self.objects[ino] = found
         return ino
+
+    def _held(self, txn: Txn, ino: int) -> TreeObject:
+        """The file object behind a by-id inode, while anything still holds it (ESTALE after)."""
+        oid, obj = self.objects.get(ino, (b"", None))
+        if obj is None or not self.snapshots.held(txn, oid):
+            raise FsError(errno.ESTALE, "no snapshot holds that content any more")
+        return obj
 
     def unused(self, ino: int) -> None:
         self.objects.pop(ino, None)  # its number stays reserved for its content id
@@ -147,11 +153,8 @@ class ControlTree(VirtualTree):
             return handle.answer[off:off + size]
         if isinstance(handle, bytes):
             return handle[off:off + size]
-        obj = self.objects.get(ino)
-        if obj is None:
-            raise FsError(errno.ESTALE)
         with self.snapshots.store.read() as txn:
-            return read_object(txn, self.snapshots.ns.chunks, obj, off, size)
+            return read_object(txn, self.snapshots.ns.chunks, self._held(txn, ino), off, size)
 
     async def write(self, ino: int, handle: object, off: int, data: bytes) -> int:
         if not isinstance(handle, Session):
@@ -171,7 +174,7 @@ class ControlTree(VirtualTree):
         return len(data)
 
     def getxattr(self, ino: int, name: bytes) -> bytes:
-        obj = self.objects.get(ino)
-        if obj is None:
+        if ino not in self.objects:
             raise FsError(errno.ENODATA)
-        return object_xattr(obj, name)
+        with self.snapshots.store.read() as txn:
+            return object_xattr(self._held(txn, ino), name)

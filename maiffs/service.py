@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from typing import Any
 
@@ -56,6 +57,7 @@ class SnapshotService:
                 result = answer["result"]
                 for name in result["changed"]:
                     _forget_name(result["parent"], name)
+                _forget_attributes(result["parent"])
         return answer
 
     def stats(self) -> dict[str, Any]:
@@ -85,3 +87,16 @@ def _forget_name(parent: int, name: str) -> None:
         pyfuse3.invalidate_entry_async(parent, os.fsencode(name), ignore_enoent=True)
     except Exception as exc:  # only a cache hint: never fail the request for it
         log.debug("invalidate %s: %s", name, exc)
+
+
+def _forget_attributes(ino: int) -> None:
+    """Drop the kernel's cached attributes of ino. On a thread of its own: the kernel may need
+    an answer from this daemon before it can take the notification."""
+    threading.Thread(target=_invalidate_inode, args=(ino,), daemon=True).start()
+
+
+def _invalidate_inode(ino: int) -> None:
+    try:
+        pyfuse3.invalidate_inode(ino, attr_only=True)
+    except Exception as exc:  # only a cache hint
+        log.debug("invalidate inode %d: %s", ino, exc)

@@ -384,9 +384,10 @@ class Namespace:
                           if self._entry(txn, parent, name) is not None else [])
                 tops, changed = [(parent, name, source)], [name]
             self._grow_tree(txn, tops, expand, t)
-            pdir = self._load(txn, parent)
-            pdir.mtime_ns = pdir.ctime_ns = t
-            self._save(txn, pdir)
+            if name is not None:  # otherwise parent took the source's times
+                pdir = self._load(txn, parent)
+                pdir.mtime_ns = pdir.ctime_ns = t
+                self._save(txn, pdir)
             return doomed, changed
 
         doomed, changed = self.store.write(txn_fn)

@@ -150,11 +150,16 @@ class Snapshots:
         for name, oid in obj.entries:
             yield name, self.objects.get(txn, oid)
 
-    def find_content(self, content_id: bytes) -> TreeObject | None:
-        """A file object with exactly this content, held by a snapshot or a clean live file."""
+    def find_content(self, content_id: bytes) -> tuple[bytes, TreeObject] | None:
+        """(id, object) of a file object with exactly this content, held by a snapshot or a
+        clean live file."""
         with self.store.read() as txn:
             oid = self.objects.find_content(txn, content_id)
-            return self.objects.get(txn, oid) if oid is not None else None
+            return (oid, self.objects.get(txn, oid)) if oid is not None else None
+
+    def held(self, txn: Txn, oid: bytes) -> bool:
+        """Is the object still stored (something references it)?"""
+        return self.objects.refcount(txn, oid) > 0
 
     # -- diff, log, restore -----------------------------------------------------------------------
     def diff(self, a: str, b: str | None) -> list[tuple[str, str]]:

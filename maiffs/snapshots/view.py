@@ -162,9 +162,10 @@ class SnapshotTree(VirtualTree):
             yield b".", self._snapdir(), 1
         if start < 2:
             yield b"..", self.snapshots.ns.getattr(ROOT_INO), 2
-        for i in range(max(0, start - FIRST_OFFSET), len(infos)):
-            info = infos[i]
-            yield os.fsencode(info.name), self.getattr(snapshot_ino(info.number, ROOT_INO)), i + FIRST_OFFSET + 1
+        for info in infos:  # offsets follow snapshot numbers: stable while others come and go
+            if info.number + FIRST_OFFSET > start:
+                yield (os.fsencode(info.name), self.getattr(snapshot_ino(info.number, ROOT_INO)),
+                       info.number + FIRST_OFFSET)
 
     def read(self, ino: int, handle: object, off: int, size: int) -> bytes:
         with self.store.read() as txn:
