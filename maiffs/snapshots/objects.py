@@ -129,26 +129,34 @@ def byid_key(content_id: bytes, oid: bytes) -> bytes:
 
 
 class Objects:
-    """Reference-counted tree objects inside the store's transactions, with a decode cache."""
+    """Reference-counted tree objects inside the store's transactions, with a decode cache
+    bounded by the encoded size of what it holds (a directory object can be megabytes)."""
 
-    def __init__(self, chunks: ChunkStore, cache_items: int = 4096) -> None:
+    def __init__(self, chunks: ChunkStore, cache_bytes: int = 16 << 20) -> None:
         self.chunks = chunks
-        self.cache: OrderedDict[bytes, TreeObject] = OrderedDict()
-        self.cache_items = cache_items
+        self.cache: OrderedDict[bytes, tuple[TreeObject, int]] = OrderedDict()
+        self.cache_bytes = cache_bytes
+        self.cached_bytes = 0
 
     def get(self, txn: Txn, oid: bytes) -> TreeObject:
-        obj = self.cache.get(oid)
-        if obj is not None:
+        hit = self.cache.get(oid)
+        if hit is not None:
             self.cache.move_to_end(oid)
-            return obj
+            return hit[0]
         raw = txn.get("objects", oid)
         if raw is None:
             raise FsError(errno.EIO, f"tree object {oid.hex()} is missing from the store")
         obj = TreeObject.decode(bytes(raw))
-        self.cache[oid] = obj
-        if len(self.cache) > self.cache_items:
-            self.cache.popitem(last=False)
+        self.cache[oid] = (obj, len(raw))
+        self.cached_bytes += len(raw)
+        while self.cached_bytes > self.cache_bytes and len(self.cache) > 1:
+            self.cached_bytes -= self.cache.popitem(last=False)[1][1]
         return obj
+
+    def _uncache(self, oid: bytes) -> None:
+        hit = self.cache.pop(oid, None)
+        if hit is not None:
+            self.cached_bytes -= hit[1]
 
     def put(self, txn: Txn, obj: TreeObject) -> bytes:
         """Store obj (or find it stored) and return its id, holding one new reference to it."""
@@ -189,7 +197,7 @@ class Objects:
             obj = self.get(txn, current)
             txn.delete("objrefs", current)
             txn.delete("objects", current)
-            self.cache.pop(current, None)
+            self._uncache(current)
             for _off, cid, _length in obj.extents:
                 self.chunks.decref(txn, cid)
             if obj.is_file:
