@@ -15,6 +15,7 @@ import lmdb
 import pytest
 
 from conftest import MaiffsMount, make_mount, maiffs
+from fsutil import write_file
 from maiffs.mounts import find_mount, is_mountpoint
 from maiffs.store import STORE_FORMAT
 from maiffs.store.lock import is_locked
@@ -42,18 +43,6 @@ def snapshot_tree(root: Path) -> dict[str, tuple[int, str]]:
             digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
             out[str(path.relative_to(root))] = (st.st_mode, digest)
     return out
-
-
-def write_file(path, data: bytes, sync: bool = False) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        if sync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def unmount_if_mounted(path: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
-import json
 import os
 import random
 import socket
@@ -15,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import as_user, failed_with, maiffs, mount_session
+from conftest import as_user, failed_with, mount_session
+from fsutil import errno_of, read_file, store_stat, wait_for, write_file
 
 libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
@@ -45,41 +45,6 @@ def utimensat(path: Path, atime: tuple[int, int], mtime: tuple[int, int]) -> Non
     if libc.utimensat(AT_FDCWD, os.fsencode(path), times, 0) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), str(path))
-
-
-def errno_of(fn, *args, **kw) -> int:
-    """Call fn and return the errno it fails with (the test fails if it succeeds)."""
-    with pytest.raises(OSError) as info:
-        fn(*args, **kw)
-    return info.value.errno
-
-
-def write_file(path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-    finally:
-        os.close(fd)
-
-
-def read_file(path) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def store_stat(m) -> dict:
-    return json.loads(maiffs("stat", "--json", m.path).stdout)
-
-
-def wait_for(cond, what: str, limit: float = 20.0) -> None:
-    """Poll cond until it holds (work the daemon does asynchronously, e.g. after a FORGET)."""
-    deadline = time.monotonic() + limit
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        time.sleep(0.05)
 
 
 def tick() -> None:
@@ -384,7 +349,7 @@ def test_unlink_open_file_stays_usable_then_space_returns(mounted):
     f = mounted.path / "f"
     data = os.urandom(2 << 20)
     write_file(f, data)
-    assert store_stat(mounted)["referenced_bytes"] == len(data)
+    assert store_stat(mounted.path)["referenced_bytes"] == len(data)
     fd = os.open(f, os.O_RDWR)
     try:
         os.unlink(f)
@@ -404,9 +369,9 @@ def test_unlink_open_file_stays_usable_then_space_returns(mounted):
         os.close(fd)
     assert read_file(f) == b"new"
     os.unlink(f)
-    wait_for(lambda: store_stat(mounted)["referenced_bytes"] == 0,
-             "referenced bytes back to 0 after the last close of an unlinked file")
-    report = store_stat(mounted)
+    wait_for(lambda: store_stat(mounted.path)["referenced_bytes"] == 0,
+             "referenced bytes back to 0 after the last close of an unlinked file", limit=20)
+    report = store_stat(mounted.path)
     assert report["stored_bytes"] == 0
     assert report["files"] == 1  # the root only
     mounted.remount()
@@ -428,7 +393,7 @@ def test_unlinked_open_file_purged_after_kill(mounted):
         pass
     mounted.mount()
     assert os.listdir(mounted.path) == []
-    wait_for(lambda: store_stat(mounted)["referenced_bytes"] == 0, "orphan purged at mount")
+    wait_for(lambda: store_stat(mounted.path)["referenced_bytes"] == 0, "orphan purged at mount", limit=20)
 
 
 # -- symlinks and hard links -------------------------------------------------------------------
@@ -686,7 +651,7 @@ def test_sparse_file(mounted):
         assert fh.read(1 << 20) == bytes(1 << 20)
         fh.seek((1 << 30) - 4096)
         assert fh.read(8192) == bytes(4096) + b"!"
-    report = store_stat(mounted)
+    report = store_stat(mounted.path)
     assert report["logical_bytes"] == (1 << 30) + 1
     assert report["stored_bytes"] < 1 << 20
     assert report["store_file_bytes"] < 64 << 20
@@ -702,7 +667,7 @@ def test_sparse_zero_writes_become_holes(mounted):
     write_file(f, bytes(8 << 20))
     assert read_file(f) == bytes(8 << 20)
     assert os.stat(f).st_blocks * 512 < 1 << 20
-    assert store_stat(mounted)["stored_bytes"] < 1 << 20
+    assert store_stat(mounted.path)["stored_bytes"] < 1 << 20
 
 
 # -- xattrs ----------------------------------------------------------------------------------------

@@ -30,60 +30,15 @@ import blake3
 import pytest
 
 from conftest import as_user, failed_with, maiffs, mount_session
+from fsutil import (BASE_NS, assert_same_tree, errno_of, log_problems, read_file, run, set_times, store_stat,
+                    tree_state, wait_for, write_file)
 from maiffs import commands
 
-#: A fixed old timestamp with nanoseconds, so preserved times are told apart from "now".
-BASE_NS = 1_234_567_890_123_456_789
 MiB = 1 << 20
 ID_XATTR = "user.maiffs.id"
 
 
 # -- helpers -----------------------------------------------------------------------------------
-def run(*args: str | os.PathLike, ok: bool = True, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
-    """Run a tool; with ok, fail with its output unless it exits 0."""
-    kw.setdefault("text", True)
-    done = subprocess.run([str(a) for a in args], capture_output=True, timeout=timeout, **kw)
-    if ok and done.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, args))} exited {done.returncode}\n"
-                             f"stdout: {done.stdout[-3000:]}\nstderr: {done.stderr[-3000:]}")
-    return done
-
-
-def write_file(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-    finally:
-        os.close(fd)
-
-
-def read_file(path: Path) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def errno_of(fn, *args, **kw) -> int:
-    """Call fn and return the errno it fails with (the test fails if it succeeds)."""
-    with pytest.raises(OSError) as info:
-        fn(*args, **kw)
-    return info.value.errno
-
-
-def store_stat(target: Path) -> dict:
-    return json.loads(maiffs("stat", "--json", target).stdout)
-
-
-def wait_for(cond, what: str, limit: float = 15.0) -> None:
-    """Poll cond until it holds (work the daemon does after the kernel's FORGET, for one)."""
-    deadline = time.monotonic() + limit
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        time.sleep(0.05)
-
-
 def take(m, name: str) -> Path:
     """mkdir MNT/.snapshots/NAME: snapshot the whole tree; returns the snapshot's root."""
     path = m.path / ".snapshots" / name
@@ -94,71 +49,6 @@ def take(m, name: str) -> Path:
 def content_id(path: Path) -> str:
     """`getfattr -n user.maiffs.id` of path, with the tool."""
     return run("getfattr", "--only-values", "-n", ID_XATTR, path).stdout.strip()
-
-
-def xattrs(path: Path) -> tuple[tuple[str, bytes], ...]:
-    names = sorted(os.listxattr(path, follow_symlinks=False))
-    return tuple((n, os.getxattr(path, n, follow_symlinks=False)) for n in names)
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(MiB):
-            h.update(block)
-    return h.hexdigest()
-
-
-def tree_state(root: Path, nlink: bool = True) -> dict[str, dict]:
-    """Everything a snapshot (or a careful copy) must preserve, per relative path ('.' is root)."""
-    out: dict[str, dict] = {}
-    links: dict[int, list[str]] = {}
-
-    def visit(path: Path, rel: str) -> None:
-        st = os.lstat(path)
-        kind = stat.S_IFMT(st.st_mode)
-        info = {"mode": oct(st.st_mode), "uid": st.st_uid, "gid": st.st_gid,
-                "mtime_ns": st.st_mtime_ns, "xattrs": xattrs(path)}
-        if kind != stat.S_IFDIR and nlink:
-            info["nlink"] = st.st_nlink
-        if kind == stat.S_IFREG:
-            info["size"] = st.st_size
-            info["sha256"] = sha256(path)
-            links.setdefault(st.st_ino, []).append(rel)
-        elif kind == stat.S_IFLNK:
-            info["target"] = os.readlink(path)
-        out[rel] = info
-        if kind == stat.S_IFDIR:
-            for entry in sorted(os.listdir(path)):
-                visit(path / entry, entry if rel == "." else f"{rel}/{entry}")
-
-    visit(root, ".")
-    for names in links.values():
-        for name in names:
-            out[name]["hardlinks"] = tuple(sorted(names))
-    return out
-
-
-def assert_same_tree(expected: dict[str, dict], actual: dict[str, dict], what: str) -> None:
-    problems = []
-    for rel in sorted(expected.keys() - actual.keys()):
-        problems.append(f"missing in {what}: {rel}")
-    for rel in sorted(actual.keys() - expected.keys()):
-        problems.append(f"unexpected in {what}: {rel}")
-    for rel in sorted(expected.keys() & actual.keys()):
-        a, b = expected[rel], actual[rel]
-        for key in sorted(a.keys() | b.keys()):
-            if a.get(key) != b.get(key):
-                problems.append(f"{rel}: {key} is {b.get(key)!r}, expected {a.get(key)!r}")
-    assert not problems, f"{what} differs ({len(problems)} differences):\n" + "\n".join(problems[:40])
-
-
-def set_times(root: Path) -> None:
-    """Give every path below root (root included) its own fixed nanosecond mtime, deepest first."""
-    paths = [root] + sorted(root.rglob("*"))
-    for i, path in enumerate(sorted(paths, key=lambda p: -len(p.parts))):
-        t = BASE_NS + i * 1_000_003
-        os.utime(path, ns=(t, t), follow_symlinks=False)
 
 
 def populate(root: Path, seed: int = 1) -> None:
@@ -280,14 +170,6 @@ def one_line_error(done: subprocess.CompletedProcess, *words: str) -> str:
         assert word in lines[0], lines[0]
     assert "Traceback" not in done.stderr + done.stdout
     return lines[0]
-
-
-def log_problems(m) -> list[str]:
-    log = m.store / "maiffs.log"
-    if not log.exists():
-        return []
-    return [line for line in log.read_text(errors="replace").splitlines()
-            if " ERROR " in line or "Traceback" in line or " CRITICAL " in line]
 
 
 # -- 1. what a snapshot holds ------------------------------------------------------------------
@@ -1271,15 +1153,27 @@ def test_deleting_one_of_two_snapshots_keeps_the_shared_data(mounted):
     wait_for(lambda: store_stat(mnt)["stored_bytes"] < 64 * 1024, "space freed after both went")
 
 
+def snapshot_then_delete_it(m) -> None:
+    """Write files, snapshot them as "s", change the live tree, then delete "s" again."""
+    write_file(m.path / "big", os.urandom(2 * MiB))
+    write_file(m.path / "keep", b"kept")
+    take(m, "s")
+    os.unlink(m.path / "big")
+    write_file(m.path / "keep", b"kept, changed")
+    os.rmdir(m.path / ".snapshots" / "s")
+
+
+def assert_fsck_passes(m) -> None:
+    """Unmount m and run `maiffs fsck` on its store: it must exit 0."""
+    m.unmount()
+    done = maiffs("fsck", m.store, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def test_store_is_usable_after_snapshots_were_deleted(mounted):
     """What a deleted snapshot leaves is still a working store (remount, read, snapshot again)."""
     mnt = mounted.path
-    write_file(mnt / "big", os.urandom(2 * MiB))
-    write_file(mnt / "keep", b"kept")
-    take(mounted, "s")
-    os.unlink(mnt / "big")
-    write_file(mnt / "keep", b"kept, changed")
-    os.rmdir(mnt / ".snapshots" / "s")
+    snapshot_then_delete_it(mounted)
     mounted.remount()
     assert read_file(mnt / "keep") == b"kept, changed"
     assert os.listdir(mnt / ".snapshots") == []
@@ -1288,16 +1182,8 @@ def test_store_is_usable_after_snapshots_were_deleted(mounted):
 
 def test_fsck_after_snapshots_were_deleted(mounted):
     """The store passes fsck (unmounted) once its snapshots were taken and deleted."""
-    mnt = mounted.path
-    write_file(mnt / "big", os.urandom(2 * MiB))
-    write_file(mnt / "keep", b"kept")
-    take(mounted, "s")
-    os.unlink(mnt / "big")
-    write_file(mnt / "keep", b"kept, changed")
-    os.rmdir(mnt / ".snapshots" / "s")
-    mounted.unmount()
-    done = maiffs("fsck", mounted.store, check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
+    snapshot_then_delete_it(mounted)
+    assert_fsck_passes(mounted)
 
 
 def test_fsck_accepts_a_store_with_snapshots(mounted):
@@ -1307,9 +1193,7 @@ def test_fsck_accepts_a_store_with_snapshots(mounted):
     mutate(mnt / "tree")
     take(mounted, "b")
     write_file(mnt / "tree" / "after", b"after")
-    mounted.unmount()
-    done = maiffs("fsck", mounted.store, check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert_fsck_passes(mounted)
 
 
 # -- other users -----------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ tar --compare, git fsck, PRAGMA integrity_check, stress-ng --verify).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import mmap
 import os
@@ -19,111 +18,23 @@ import shutil
 import sqlite3
 import stat
 import struct
-import subprocess
 import sysconfig
 from pathlib import Path
 
 import pytest
 
 from conftest import maiffs
+from fsutil import assert_same_tree, log_problems, run, set_times, sha256, tree_state
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 #: Subfolders of the standard library used as "a real tree" (about 360 entries, 6 MB).
 STDLIB_PARTS = ("json", "email", "logging", "importlib", "xml")
-#: A fixed, old timestamp with nanoseconds, so preserved times are told apart from "now".
-BASE_NS = 1_234_567_890_123_456_789
 
 
 # -- helpers ---------------------------------------------------------------------------------
-def run(*args: str | os.PathLike, timeout: float = 120, ok: bool = True, **kw) -> subprocess.CompletedProcess:
-    """Run a tool; with ok, fail with its output unless it exits 0."""
-    done = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout, **kw)
-    if ok and done.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, args))} exited {done.returncode}\n"
-                             f"stdout: {done.stdout[-3000:]}\nstderr: {done.stderr[-3000:]}")
-    return done
-
-
-def log_problems(mounted) -> list[str]:
-    """ERROR lines and tracebacks in the daemon's log (STORE/maiffs.log)."""
-    log = mounted.store / "maiffs.log"
-    if not log.exists():
-        return []
-    return [line for line in log.read_text(errors="replace").splitlines()
-            if " ERROR " in line or "Traceback" in line or " CRITICAL " in line]
-
-
 def assert_clean_log(mounted) -> None:
     problems = log_problems(mounted)
     assert not problems, "the daemon logged errors:\n" + "\n".join(problems[:20])
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
-def xattrs(path: Path) -> tuple[tuple[str, bytes], ...]:
-    names = sorted(os.listxattr(path, follow_symlinks=False))
-    return tuple((n, os.getxattr(path, n, follow_symlinks=False)) for n in names)
-
-
-def snapshot(root: Path, skip_root_times: bool = False) -> dict[str, dict]:
-    """Everything a careful copy must preserve, per relative path (the root is '.')."""
-    out: dict[str, dict] = {}
-    links: dict[tuple[int, int], list[str]] = {}
-
-    def visit(path: Path, rel: str) -> None:
-        st = os.lstat(path)
-        kind = stat.S_IFMT(st.st_mode)
-        info = {"mode": oct(st.st_mode), "uid": st.st_uid, "gid": st.st_gid,
-                "mtime_ns": st.st_mtime_ns, "nlink": st.st_nlink, "xattrs": xattrs(path)}
-        if rel == "." and skip_root_times:
-            del info["mtime_ns"]
-        if kind == stat.S_IFREG:
-            info["size"] = st.st_size
-            info["sha256"] = sha256(path)
-            links.setdefault((st.st_dev, st.st_ino), []).append(rel)
-        elif kind == stat.S_IFLNK:
-            info["target"] = os.readlink(path)
-        elif kind in (stat.S_IFCHR, stat.S_IFBLK):
-            info["rdev"] = (os.major(st.st_rdev), os.minor(st.st_rdev))
-        out[rel] = info
-        if kind == stat.S_IFDIR:
-            for entry in sorted(os.listdir(path)):
-                visit(path / entry, entry if rel == "." else f"{rel}/{entry}")
-
-    visit(root, ".")
-    for names in links.values():
-        for name in names:
-            out[name]["hardlinks"] = tuple(sorted(names))
-    return out
-
-
-def assert_same_tree(expected: dict[str, dict], actual: dict[str, dict], what: str) -> None:
-    problems = []
-    for rel in sorted(expected.keys() - actual.keys()):
-        problems.append(f"missing in {what}: {rel}")
-    for rel in sorted(actual.keys() - expected.keys()):
-        problems.append(f"unexpected in {what}: {rel}")
-    for rel in sorted(expected.keys() & actual.keys()):
-        a, b = expected[rel], actual[rel]
-        for key in sorted(a.keys() | b.keys()):
-            if a.get(key) != b.get(key):
-                problems.append(f"{rel}: {key} is {b.get(key)!r}, expected {a.get(key)!r}")
-    assert not problems, f"{what} differs from its source ({len(problems)} differences):\n" + \
-        "\n".join(problems[:40])
-
-
-def set_times(root: Path) -> None:
-    """Give every entry (symlinks and directories too) a distinct old timestamp with nanoseconds."""
-    paths = [root] + sorted(root.rglob("*"))
-    for i, path in enumerate(sorted(paths, key=lambda p: -len(p.parts))):
-        t = BASE_NS + i * 1_000_003_001
-        os.utime(path, ns=(t - 7, t), follow_symlinks=False)
 
 
 def posix_acl(entries: list[tuple[int, int, int]]) -> bytes:
@@ -190,7 +101,7 @@ def make_source_tree(base: Path, parts: tuple[str, ...] = STDLIB_PARTS, big: boo
             f.seek(16 << 20)
             f.write(rng.randbytes(70_000))
             f.truncate(24 << 20)
-    set_times(src)
+    set_times(src, step_ns=1_000_003_001, atime_offset_ns=-7)
     return src
 
 
@@ -202,11 +113,11 @@ def diff_r(a: Path, b: Path) -> None:
 # -- rsync -----------------------------------------------------------------------------------
 def test_rsync_aHAX_stdlib_tree(mounted, tmp_path):
     src = make_source_tree(tmp_path)
-    expected = snapshot(src)
+    expected = tree_state(src, dir_nlink=True)
     dst = mounted.path / "copy"
     run("rsync", "-aHAX", f"{src}/", f"{dst}/")
     diff_r(src, dst)
-    assert_same_tree(expected, snapshot(dst), "rsync -aHAX copy on the mount")
+    assert_same_tree(expected, tree_state(dst, dir_nlink=True), "rsync -aHAX copy on the mount")
     # rsync's own judgement: a second run finds nothing to transfer.
     again = run("rsync", "-aHAX", "-i", f"{src}/", f"{dst}/")
     assert again.stdout.strip() == "", f"second rsync still transfers:\n{again.stdout[:2000]}"
@@ -217,11 +128,11 @@ def test_rsync_aHAX_stdlib_tree(mounted, tmp_path):
 
     mounted.remount()
     diff_r(src, dst)
-    assert_same_tree(expected, snapshot(dst), "rsync copy after remount")
+    assert_same_tree(expected, tree_state(dst, dir_nlink=True), "rsync copy after remount")
     # And back out again, the mount being the source.
     back = tmp_path / "back"
     run("rsync", "-aHAX", f"{dst}/", f"{back}/")
-    assert_same_tree(expected, snapshot(back), "rsync -aHAX copy out of the mount")
+    assert_same_tree(expected, tree_state(back, dir_nlink=True), "rsync -aHAX copy out of the mount")
     assert_clean_log(mounted)
 
 
@@ -237,15 +148,17 @@ def test_rsync_aHAX_keeps_posix_acls(mounted, tmp_path):
                          (0x10, 7, 0xFFFFFFFF), (0x20, 0, 0xFFFFFFFF)])
     os.setxattr(src / "shared" / "f", "system.posix_acl_access", access)
     os.setxattr(src / "shared", "system.posix_acl_default", default)
-    set_times(src)
+    set_times(src, step_ns=1_000_003_001, atime_offset_ns=-7)
     dst = mounted.path / "copy"
     done = run("rsync", "-aHAX", f"{src}/", f"{dst}/", ok=False)
     assert done.returncode == 0, f"rsync -aHAX exited {done.returncode}: {done.stderr.strip()}"
     assert os.getxattr(dst / "shared" / "f", "system.posix_acl_access") == access
     assert os.getxattr(dst / "shared", "system.posix_acl_default") == default
-    assert_same_tree(snapshot(src), snapshot(dst), "rsync -aHAX copy with ACLs")
+    assert_same_tree(tree_state(src, dir_nlink=True), tree_state(dst, dir_nlink=True),
+                     "rsync -aHAX copy with ACLs")
     mounted.remount()
-    assert_same_tree(snapshot(src), snapshot(dst), "rsync -aHAX copy with ACLs after remount")
+    assert_same_tree(tree_state(src, dir_nlink=True), tree_state(dst, dir_nlink=True),
+                     "rsync -aHAX copy with ACLs after remount")
 
 
 # -- tar -------------------------------------------------------------------------------------
@@ -256,7 +169,7 @@ TAR_NO_XATTRS = ["tar", "--format=posix", "--sort=name", "--pax-option=delete=at
 
 def test_tar_round_trip(mounted, tmp_path):
     src = make_source_tree(tmp_path, parts=("json", "logging", "email"))
-    expected = snapshot(src)
+    expected = tree_state(src, dir_nlink=True)
     # The archive tar writes onto the mount is byte for byte the one it writes to local disk
     # (without -S: GNU tar names sparse members after its pid).
     plain, reference = mounted.path / "plain.tar", tmp_path / "reference.tar"
@@ -271,8 +184,8 @@ def test_tar_round_trip(mounted, tmp_path):
     outside.mkdir()
     run(*TAR_EXTRACT, "-xf", archive, "-C", inside)
     run(*TAR_EXTRACT, "-xf", archive, "-C", outside)
-    assert_same_tree(expected, snapshot(outside), "tar -x out of the mount")
-    assert_same_tree(expected, snapshot(inside), "tar -x inside the mount")
+    assert_same_tree(expected, tree_state(outside, dir_nlink=True), "tar -x out of the mount")
+    assert_same_tree(expected, tree_state(inside, dir_nlink=True), "tar -x inside the mount")
     run("tar", "--xattrs", "-df", archive, "-C", inside)  # tar's own compare: no differences
     diff_r(inside, outside)
 
@@ -289,7 +202,7 @@ def test_tar_round_trip(mounted, tmp_path):
     assert sparse.st_blocks * 512 < sparse.st_size // 4, f"{sparse.st_blocks} blocks allocated"
 
     mounted.remount()
-    assert_same_tree(expected, snapshot(inside), "tar -x inside the mount, after remount")
+    assert_same_tree(expected, tree_state(inside, dir_nlink=True), "tar -x inside the mount, after remount")
     run("tar", "--xattrs", "-df", archive, "-C", inside)
     assert sha256(plain) == sha256(reference)
     assert_clean_log(mounted)
@@ -565,20 +478,20 @@ def test_mmap_shared_writes_survive_remount(mounted):
 
 def test_cp_a_preserves_tree(mounted, tmp_path):
     src = make_source_tree(tmp_path, parts=("json", "logging"))
-    expected = snapshot(src)
+    expected = tree_state(src, dir_nlink=True)
     dst = mounted.path / "cpa"
     run("cp", "-a", src, dst)
-    assert_same_tree(expected, snapshot(dst), "cp -a onto the mount")
+    assert_same_tree(expected, tree_state(dst, dir_nlink=True), "cp -a onto the mount")
     diff_r(src, dst)
     back = tmp_path / "back"
     run("cp", "-a", dst, back)
-    assert_same_tree(expected, snapshot(back), "cp -a out of the mount")
+    assert_same_tree(expected, tree_state(back, dir_nlink=True), "cp -a out of the mount")
     # cp -a within the mount, then remount.
     dst2 = mounted.path / "cpa2"
     run("cp", "-a", dst, dst2)
     mounted.remount()
-    assert_same_tree(expected, snapshot(dst), "cp -a copy after remount")
-    assert_same_tree(expected, snapshot(dst2), "cp -a copy within the mount after remount")
+    assert_same_tree(expected, tree_state(dst, dir_nlink=True), "cp -a copy after remount")
+    assert_same_tree(expected, tree_state(dst2, dir_nlink=True), "cp -a copy within the mount after remount")
     assert_clean_log(mounted)
 
 
