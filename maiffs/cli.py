@@ -96,7 +96,7 @@ def _daemonize(run: Callable[[Callable[[str | None], None]], None]) -> None:
 @click.argument("mountpoint", type=click.Path())
 @click.option("-f", "--foreground", is_flag=True, help="Stay in the foreground, logging to stderr.")
 @click.option("-o", "options", multiple=True, metavar="OPT[,OPT...]",
-              help="allow_other, commit_interval=SECONDS, compression=LEVEL, cache_size=SIZE, "
+              help="allow_other, nonempty, commit_interval=SECONDS, compression=LEVEL, cache_size=SIZE, "
                    "debug, snapshot_every=INTERVAL (e.g. 15m), keep=RULES (e.g. hourly:24,daily:7)")
 def mount(store: str, mountpoint: str, foreground: bool, options: tuple[str, ...]) -> None:
     """Mount STORE on MOUNTPOINT."""
@@ -104,7 +104,7 @@ def mount(store: str, mountpoint: str, foreground: bool, options: tuple[str, ...
 
     opts = MountOptions.parse(list(options))
     Store.open(store, readonly=True).env.close()  # fail early, in this process, on a bad store
-    check_mountpoint(mountpoint)
+    check_mountpoint(mountpoint, opts.nonempty)
     _log_to(store, foreground, opts.debug)
     if foreground:
         serve(store, mountpoint, opts, ready=lambda error: None)

@@ -31,15 +31,17 @@ from maiffs.store.lock import StoreLock
 log = logging.getLogger(__name__)
 
 
-def check_mountpoint(mountpoint: str) -> None:
-    """Refuse mount points that are missing, not directories, busy, or not empty."""
+def check_mountpoint(mountpoint: str, nonempty: bool = False) -> None:
+    """Refuse mount points that are missing, not directories, busy, or (unless nonempty) not
+    empty: mounting over files hides them, which nobody should do by accident."""
     try:
         if not stat.S_ISDIR(os.stat(mountpoint).st_mode):
             raise StoreError(f"mount point {mountpoint} is not a directory")
         if is_mountpoint(mountpoint):
             raise StoreError(f"{mountpoint} is already a mount point (`maiffs umount {mountpoint}` first)")
-        if os.listdir(mountpoint):
-            raise StoreError(f"mount point {mountpoint} is not empty")
+        if os.listdir(mountpoint) and not nonempty:
+            raise StoreError(f"mount point {mountpoint} is not empty (its files would be hidden "
+                             f"while mounted; `-o nonempty` mounts anyway)")
     except FileNotFoundError:
         raise StoreError(f"mount point {mountpoint} does not exist (mkdir it first)") from None
     except OSError as exc:  # e.g. ENOTCONN: a dead FUSE mount
@@ -85,7 +87,7 @@ def serve(store_path: str, mountpoint: str, options: MountOptions,
     lock = store = None
     mounted = False
     try:
-        check_mountpoint(mountpoint)
+        check_mountpoint(mountpoint, options.nonempty)
         lock = StoreLock(store_path, f"mounted on {mountpoint}")
         store = Store.open(store_path)
         ns = Namespace(store, level=options.compression, cache_bytes=options.cache_size)

@@ -23,6 +23,7 @@ class MountOptions:
     """Everything `-o` can set. See docs/reference.md."""
 
     allow_other: bool = False
+    nonempty: bool = False  # mount over a directory that has files in it (they are hidden)
     commit_interval: float = 2.0
     compression: int = 3
     cache_size: int = 64 << 20
