@@ -776,7 +776,9 @@ class Namespace:
         def txn_fn(txn: Txn) -> None:
             current = self._load(txn, inode.ino)
             current.atime_ns = t
-            self._save(txn, current)
+            # not a change for snapshots: reading a tree must not make the next snapshot
+            # rebuild it (a snapshot keeps the atime its file's object was built with)
+            txn.put("inodes", ino_key(inode.ino), current.encode())
 
         self.store.write(txn_fn)
 
