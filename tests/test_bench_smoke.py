@@ -1,4 +1,5 @@
-"""The benchmark harness still runs: `python -m contrib.bench --quick` measures all three targets.
+"""The benchmark harness still runs: `python -m contrib.bench --quick` measures all three targets,
+and the snapshot part (a small tree on maiffs, against cp -a).
 
 Only that it works end to end is checked (a table, positive numbers, nothing left mounted), never
 how fast anything is: timings on a shared CI machine are not something a test can assert.
@@ -34,6 +35,19 @@ def test_quick_bench_reports_all_targets(tmp_path: Path) -> None:
     assert report["storage"], "no bytes-stored comparison"
     for item in report["storage"]:
         assert item["logical_bytes"] > 0 and item["tar_zstd3_bytes"] > 0 and item["maiffs_stored_bytes"] > 0
+
+    snapshots = report["snapshots"]
+    assert snapshots is not None and snapshots["files"] > 0
+    cases = {case["key"]: case for case in snapshots["cases"]}
+    assert {"snap-build", "snap-cp-maiffs", "snap-cp-plain", "snap-first", "snap-0", "snap-10",
+            "snap-rmdir", "snap-cli"} <= cases.keys()
+    for key, case in cases.items():
+        assert case["unit"] == "ms" and case["median"] > 0, key
+    for key in ("snap-first", "snap-0", "snap-10", "snap-rmdir", "snap-cli"):
+        assert cases[key]["to_cp_from_maiffs"] > 0 and cases[key]["to_cp_plain"] > 0, key
+    assert cases["snap-0"]["target_met"] is not None and cases["snap-10"]["target_met"] is not None
+    assert "snapshot after 0 changes" in done.stdout and "÷ cp -a" in done.stdout
+    assert sum("§7 target" in line for line in done.stdout.splitlines()) == 2
 
     leftovers = [p for p in tmp_path.iterdir() if p.name.startswith("maiffs-bench-")]
     assert leftovers == [], "the harness left its work directory (and maybe a mount) behind"

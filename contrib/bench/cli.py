@@ -20,7 +20,7 @@ from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 
-from contrib.bench import report, storage, workloads
+from contrib.bench import report, snapshots, storage, workloads
 from contrib.bench.data import LogText, RandomData
 from contrib.bench.system import drop_caches, is_mountpoint, machine_info
 from contrib.bench.targets import BenchError, MaiffsTarget, MemFsTarget, Target
@@ -28,9 +28,9 @@ from contrib.bench.workloads import MIB
 
 RESULTS = Path(__file__).with_name("results") / "latest.json"
 KIB = 1 << 10
-PARTS = ("storage", "random", "text", "small")
+PARTS = ("storage", "random", "text", "small", "snapshots")
 QUICK = {"seq_mib": 16, "text_mib": 16, "files": 200, "files_per_dir": 50, "reps": 1,
-         "log_sample_mib": 0, "tree": str(Path(sysconfig.get_paths()["stdlib"]) / "json")}
+         "snap_files": 300, "log_sample_mib": 0, "tree": str(Path(sysconfig.get_paths()["stdlib"]) / "json")}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -45,6 +45,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--files", type=int, default=10_000, help="number of small files")
     p.add_argument("--file-size", type=int, default=4096, help="bytes per small file")
     p.add_argument("--files-per-dir", type=int, default=100, help="small files per directory")
+    p.add_argument("--snap-files", type=int, default=100_000,
+                   help="files in the tree that is snapshotted (--files-per-dir per directory)")
+    p.add_argument("--snap-file-size", type=int, default=1024, help="bytes per file of that tree")
+    p.add_argument("--snap-reps", type=int, default=None,
+                   help="repetitions of the snapshot and cp -a timings (default: --reps)")
     p.add_argument("--tree", default=sysconfig.get_paths()["stdlib"],
                    help="real tree for the bytes-stored comparison")
     p.add_argument("--tree-exclude", action="append", default=["site-packages", "__pycache__"],
@@ -94,9 +99,22 @@ def measure_storage(args: argparse.Namespace, plain: Target, maiffs: MaiffsTarge
 
 
 def run_all(args: argparse.Namespace, workdir: Path, say: Progress
-            ) -> tuple[workloads.Results, list[storage.StorageItem]]:
+            ) -> tuple[workloads.Results, list[storage.StorageItem],
+                       snapshots.SnapshotResults | None]:
     parts = set(args.only or PARTS)
-    results, stored = workloads.Results(), []
+    results, stored, snaps = workloads.Results(), [], None
+    if parts - {"snapshots"}:
+        stored = run_targets(args, workdir, parts, results, say)
+    if "snapshots" in parts:  # on a maiffs mount and store of its own, after the others are gone
+        snaps = snapshots.run(args, workdir, say)
+        results.problems.extend(snaps.problems)
+    return results, stored, snaps
+
+
+def run_targets(args: argparse.Namespace, workdir: Path, parts: set[str], results: workloads.Results,
+                say: Progress) -> list[storage.StorageItem]:
+    """The parts that compare the three targets; returns the bytes-stored comparison, if run."""
+    stored = []
     block = args.block_kib * KIB
     with ExitStack() as stack:
         say("mounting memfs and maiffs")
@@ -119,7 +137,7 @@ def run_all(args: argparse.Namespace, workdir: Path, say: Progress
             workloads.small_files(targets, args.files, args.file_size, args.files_per_dir, args.reps,
                                   results)
         say("unmounting")
-    return results, stored
+    return stored
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
@@ -141,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         say("warning: cannot write /proc/sys/vm/drop_caches (not root?): cold reads of the plain "
             "dir and memfs come from the page cache")
     try:
-        results, stored = run_all(args, workdir, say)
+        results, stored, snaps = run_all(args, workdir, say)
     except BenchError as exc:
         say(f"error: {exc}")
         return 2
@@ -151,12 +169,14 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     meta["seconds"] = round(time.monotonic() - say.start, 1)
-    print(report.timing_table(results))
+    tables = [report.timing_table(results)] if results.workloads else []
     if stored:
-        print()
-        print(report.storage_table(stored))
+        tables.append(report.storage_table(stored))
+    if snaps:
+        tables.append("\n".join([report.snapshot_table(snaps), *report.snapshot_targets(snaps)]))
+    print("\n\n".join(tables))
     for problem in results.problems:
         print(f"PROBLEM: {problem}")
-    report.write_json(args.json, report.to_json(results, stored, meta))
+    report.write_json(args.json, report.to_json(results, stored, meta, snaps))
     say(f"results written to {args.json}")
     return 1 if results.problems else 0

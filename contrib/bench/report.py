@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from contrib.bench.measure import Summary
+from contrib.bench.snapshots import CP_MAIFFS, CP_PLAIN, ORDER, TARGET_FILES, Case, SnapshotResults
 from contrib.bench.storage import StorageItem
 from contrib.bench.workloads import MIB, Results, Workload
 
@@ -112,7 +113,81 @@ def storage_table(items: list[StorageItem]) -> str:
     return _render(header, rows, right_from=1)
 
 
-def to_json(results: Results, storage: list[StorageItem], meta: dict[str, Any]) -> dict[str, Any]:
+def _ms(seconds: float) -> str:
+    ms = seconds * 1000
+    return f"{ms:,.0f}" if ms >= 100 else f"{ms:.1f}" if ms >= 10 else f"{ms:.2f}"
+
+
+def _snapshot_cases(snap: SnapshotResults) -> list[tuple[Case, Summary]]:
+    return [(case, summary) for case in ORDER if (summary := snap.summary(case.key)) is not None]
+
+
+def _to_cp(snap: SnapshotResults, case: Case, summary: Summary) -> tuple[float | None, float | None]:
+    """The case's median as a fraction of cp -a's (from maiffs, from a plain dir)."""
+    if not case.vs_cp:
+        return None, None
+    return _ratio(summary, snap.summary(CP_MAIFFS.key)), _ratio(summary, snap.summary(CP_PLAIN.key))
+
+
+def _target_met(case: Case, summary: Summary) -> bool | None:
+    return None if case.target_ms is None else summary.median * 1000 <= case.target_ms
+
+
+def snapshot_table(snap: SnapshotResults) -> str:
+    """One row per case: median ms ±half the range, as a fraction of cp -a's time, §7's bound if
+    any, and the daemon's CPU (cores) where the samples last long enough to measure it."""
+    header = [f"snapshots, {snap.files:,} × {snap.file_size} B files ({snap.files_per_dir}/dir)",
+              "unit", "maiffs", "÷ cp -a maiffs→plain", "÷ cp -a plain→plain", "§7 goal", "CPU maiffs"]
+    rows = []
+    for case, summary in _snapshot_cases(snap):
+        cell = _ms(summary.median)
+        if len(summary.samples) > 1:
+            cell += f" ±{summary.spread_pct / 2:.0f}%"
+        cell += "*" * bool(summary.disturbed)
+        to_maiffs, to_plain = _to_cp(snap, case, summary)
+        met = _target_met(case, summary)
+        goal = "-" if met is None else f"≤{case.target_ms:g} ms {'ok' if met else 'MISS'}"
+        # /proc counts CPU time in 10 ms ticks: too coarse for a few ms in all
+        timed_enough = sum(s["seconds"] or 0 for s in summary.samples) >= 0.2
+        rows.append([case.label, "ms", cell, _optional(to_maiffs, ".2g"), _optional(to_plain, ".2g"),
+                     goal, _optional(summary.daemon_cores if timed_enough else None, ".2f")])
+    table = _render(header, rows, right_from=2)
+    if any(row[2].endswith("*") for row in rows):
+        table += "\n* another program dropped the page cache during a sample (a disturbance)"
+    return table
+
+
+def snapshot_targets(snap: SnapshotResults) -> list[str]:
+    """A line per §7 / issue 3 target: the bound, the median, ok or MISS."""
+    lines = []
+    for case, summary in _snapshot_cases(snap):
+        met = _target_met(case, summary)
+        if met is None:
+            continue
+        size = "" if snap.files == TARGET_FILES else f" (this tree: {snap.files:,} files)"
+        lines.append(f"§7 target, {TARGET_FILES:,}-file tree: {case.label} ≤ {case.target_ms:g} ms: "
+                     f"median {summary.median * 1000:.2f} ms{size}: {'ok' if met else 'MISS'}")
+    return lines
+
+
+def snapshots_json(snap: SnapshotResults) -> dict[str, Any]:
+    cases = []
+    for case, summary in _snapshot_cases(snap):
+        to_maiffs, to_plain = _to_cp(snap, case, summary)
+        cases.append({
+            "key": case.key, "label": case.label, "unit": "ms", "target_ms": case.target_ms,
+            "median": summary.median * 1000, "low": summary.low * 1000, "high": summary.high * 1000,
+            "spread_pct": summary.spread_pct, "daemon_cores": summary.daemon_cores,
+            "disturbed": summary.disturbed, "samples": summary.samples,
+            "to_cp_from_maiffs": to_maiffs, "to_cp_plain": to_plain,
+            "target_met": _target_met(case, summary),
+        })
+    return {"files": snap.files, "files_per_dir": snap.files_per_dir, "file_size": snap.file_size,
+            "cases": cases}
+
+
+def to_json(results: Results, storage: list[StorageItem], meta: dict[str, Any],
+            snapshots: SnapshotResults | None = None) -> dict[str, Any]:
     workloads = []
     for key, workload in results.workloads.items():
         summaries = {t: results.summary(key, t) for t in TARGETS}
@@ -132,6 +207,7 @@ def to_json(results: Results, storage: list[StorageItem], meta: dict[str, Any]) 
                      "maiffs_stored_ratio": item.ratio("maiffs_stored_bytes"),
                      "maiffs_store_file_growth_ratio": item.ratio("maiffs_store_file_growth_bytes")}
                     for item in storage],
+        "snapshots": snapshots_json(snapshots) if snapshots else None,
         "problems": results.problems,
     }
 
