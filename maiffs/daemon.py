@@ -16,6 +16,7 @@ from collections.abc import Callable
 import pyfuse3
 import trio
 
+from maiffs.archive.view import ZipTree
 from maiffs.control import ControlTree
 from maiffs.errors import StoreError
 from maiffs.fuse.operations import Operations
@@ -94,7 +95,8 @@ def serve(store_path: str, mountpoint: str, options: MountOptions,
         service = SnapshotService(Snapshots(ns))
         ops = service.ops = Operations(ns, trees=[
             SnapshotTree(service.snapshots, service.take, service.drop),
-            ControlTree(service.snapshots, service.stats, service.run)])
+            ControlTree(service.snapshots, service.stats, service.run),
+            ZipTree(ns)])
         fuse_options = set(pyfuse3.default_options) | {f"fsname={store_path}", "subtype=maiffs"}
         if options.allow_other:
             fuse_options.add("allow_other")

@@ -724,7 +724,7 @@ def test_corrupt_directory_object_shared_with_the_live_tree(snap_store: Path, re
     change(snap_store, flip)
     out = detect_and_repair(snap_store, f"object: object {found[0].hex()}: does not match its id",
                             "(/.snapshots/s1/d/e)", "(/.snapshots/s2/d/e)", "(/.snapshots/s3/d/e)",
-                            f"objcache: inode")
+                            "objcache: inode")
     assert "(/d/e)" in out
     m = remount(snap_store)
     for snap in SNAPSHOT_FILES:

@@ -189,7 +189,16 @@ class Operations(pyfuse3.Operations):
         if parent_inode == ROOT_INO and name in self.hidden:
             tree, ino = self.hidden[name]
             return self._entry(tree.getattr(ino))
-        return self._entry(self.ns.lookup(parent_inode, name))
+        try:
+            return self._entry(self.ns.lookup(parent_inode, name))
+        except FsError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+            for tree in self.trees:  # a name no directory lists, such as X.zip#
+                entered = tree.enter(parent_inode, name)
+                if entered is not None:
+                    return self._entry(entered)
+            raise
 
     async def forget(self, inode_list: list[tuple[int, int]]) -> None:
         for ino, count in inode_list:

@@ -18,8 +18,11 @@ from collections.abc import Iterator
 from maiffs.errors import FsError
 from maiffs.namespace.records import Inode
 
-#: Live inode numbers are below this; the numbers from here up belong to virtual trees.
+#: Live inode numbers are below this; the numbers from here up belong to virtual trees:
+#: [VIRTUAL_BASE, 2 * VIRTUAL_BASE) `.snapshots` and `.maiffs`, then snapshots' contents up to
+#: ZIP_BASE, then zip views (`X.zip#`).
 VIRTUAL_BASE = 1 << 40
+ZIP_BASE = 1 << 62
 #: Flags of open() that would change a file.
 WRITE_FLAGS = 0o1 | 0o2 | 0o1000 | 0o2000  # O_WRONLY, O_RDWR, O_TRUNC, O_APPEND
 
@@ -43,6 +46,11 @@ class VirtualTree:
     def root_names(self) -> dict[bytes, int]:
         """Hidden names in the live root that lead into this tree, with their inode numbers."""
         raise NotImplementedError
+
+    def enter(self, parent: int, name: bytes) -> Inode | None:
+        """The root of this tree if name in live directory parent leads into it (asked only
+        for names the live directory does not have), else None."""
+        return None
 
     def lookup(self, parent: int, name: bytes) -> Inode:
         raise NotImplementedError
