@@ -16,6 +16,7 @@ from collections.abc import Callable
 import pyfuse3
 import trio
 
+from maiffs.archive.faces import ArchiveTree
 from maiffs.archive.view import ZipTree
 from maiffs.control import ControlTree
 from maiffs.errors import StoreError
@@ -96,7 +97,7 @@ def serve(store_path: str, mountpoint: str, options: MountOptions,
         ops = service.ops = Operations(ns, trees=[
             SnapshotTree(service.snapshots, service.take, service.drop),
             ControlTree(service.snapshots, service.stats, service.run),
-            ZipTree(ns)])
+            ZipTree(ns), ArchiveTree(ns)])
         fuse_options = set(pyfuse3.default_options) | {f"fsname={store_path}", "subtype=maiffs"}
         if options.allow_other:
             fuse_options.add("allow_other")

@@ -17,7 +17,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -271,7 +271,13 @@ class Operations(pyfuse3.Operations):
     @_errors
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         self._refuse_virtual(parent_inode)
-        self.ns.unlink(parent_inode, name)
+        try:
+            self.ns.unlink(parent_inode, name)
+        except FsError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+            self._forget_names(parent_inode, exc, (tree.unlink_beside(parent_inode, name)
+                                                   for tree in self.trees))
 
     @_errors
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
@@ -290,9 +296,25 @@ class Operations(pyfuse3.Operations):
             self._refuse_virtual(parent)
             if parent == ROOT_INO and name in self.hidden:
                 raise FsError(errno.EBUSY, f"{name!r} belongs to maiffs")
-        self.ns.rename(parent_inode_old, name_old, parent_inode_new, name_new,
-                       noreplace=bool(flags & pyfuse3.RENAME_NOREPLACE),
-                       exchange=bool(flags & pyfuse3.RENAME_EXCHANGE))
+        try:
+            self.ns.rename(parent_inode_old, name_old, parent_inode_new, name_new,
+                           noreplace=bool(flags & pyfuse3.RENAME_NOREPLACE),
+                           exchange=bool(flags & pyfuse3.RENAME_EXCHANGE))
+        except FsError as exc:
+            if exc.errno != errno.ENOENT or flags & pyfuse3.RENAME_EXCHANGE:
+                raise
+            self._forget_names(parent_inode_old, exc, (
+                tree.rename_beside(parent_inode_old, name_old, parent_inode_new, name_new)
+                for tree in self.trees))
+
+    @staticmethod
+    def _forget_names(parent: int, missing: FsError, changed: Iterable[bytes | None]) -> None:
+        """A virtual tree acted on a name the live directory lacks: drop the kernel's entry
+        for the live name that changed with it; re-raise missing if no tree acted."""
+        name = next((n for n in changed if n is not None), None)
+        if name is None:
+            raise missing
+        pyfuse3.invalidate_entry_async(parent, name, ignore_enoent=True)
 
     # -- files ---------------------------------------------------------------------------------
     def _new_handle(self, ino: int) -> pyfuse3.FileInfo:
@@ -388,11 +410,27 @@ class Operations(pyfuse3.Operations):
 
     @_errors
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        for name, inode, next_id in (self._tree(fh) or self.ns).readdir(fh, start_id):
+        tree = self._tree(fh)
+        for name, inode, next_id in (tree or self.ns).readdir(fh, start_id):
+            if tree is None and name not in (b".", b".."):
+                shown = self._listed(fh, name, inode)
+                if shown is None:
+                    continue
+                name, inode = shown
             if not pyfuse3.readdir_reply(token, name, entry_attributes(inode), next_id):
                 return
             if name not in (b".", b".."):
                 self._remember(inode.ino)
+
+    def _listed(self, parent: int, name: bytes, inode: Any) -> tuple[bytes, Any] | None:
+        """How a live entry shows in its directory's listing (a virtual tree may rename or
+        hide it: an archive directory X.zip# shows as its zip face X.zip)."""
+        shown: tuple[bytes, Any] | None = (name, inode)
+        for tree in self.trees:
+            shown = tree.listed(parent, name, inode)
+            if shown is None or shown[0] != name:
+                return shown
+        return shown
 
     async def releasedir(self, fh: int) -> None:
         return None

@@ -395,6 +395,17 @@ class Namespace:
             self._orphaned(ino)
         return changed
 
+    def remove_tree(self, parent: int, name: bytes) -> None:
+        """rm -rf parent/name in one transaction (open files stay readable until closed)."""
+        def txn_fn(txn: Txn) -> list[int]:
+            self._dir(txn, parent)
+            if self._entry(txn, parent, name) is None:
+                raise FsError(errno.ENOENT)
+            return self._remove_tree(txn, parent, name, now_ns())
+
+        for ino in self.store.write(txn_fn):
+            self._orphaned(ino)
+
     def _remove_tree(self, txn: Txn, parent: int, name: bytes, t: int) -> list[int]:
         """Remove parent/name and everything below it; return the inodes that lost their last name."""
         doomed = []

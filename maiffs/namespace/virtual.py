@@ -20,8 +20,9 @@ from maiffs.namespace.records import Inode
 
 #: Live inode numbers are below this; the numbers from here up belong to virtual trees:
 #: [VIRTUAL_BASE, 2 * VIRTUAL_BASE) `.snapshots` and `.maiffs`, then snapshots' contents up to
-#: ZIP_BASE, then zip views (`X.zip#`).
+#: FACE_BASE, then the zip faces of archive directories up to ZIP_BASE, then zip views.
 VIRTUAL_BASE = 1 << 40
+FACE_BASE = 1 << 61
 ZIP_BASE = 1 << 62
 #: Flags of open() that would change a file.
 WRITE_FLAGS = 0o1 | 0o2 | 0o1000 | 0o2000  # O_WRONLY, O_RDWR, O_TRUNC, O_APPEND
@@ -50,6 +51,22 @@ class VirtualTree:
     def enter(self, parent: int, name: bytes) -> Inode | None:
         """The root of this tree if name in live directory parent leads into it (asked only
         for names the live directory does not have), else None."""
+        return None
+
+    def listed(self, parent: int, name: bytes, inode: Inode) -> tuple[bytes, Inode] | None:
+        """How live entry name of directory parent shows in its listing: unchanged, renamed
+        (another face of it), or hidden (None)."""
+        return name, inode
+
+    def unlink_beside(self, parent: int, name: bytes) -> bytes | None:
+        """Remove name from live directory parent where it is a face of this tree's; return
+        the live name that went with it (for the kernel's caches), or None if not ours."""
+        return None
+
+    def rename_beside(self, parent: int, name: bytes, new_parent: int,
+                      new_name: bytes) -> bytes | None:
+        """Rename a face of this tree's in a live directory; return the live name that moved
+        with it, or None if not ours."""
         return None
 
     def lookup(self, parent: int, name: bytes) -> Inode:

@@ -19,7 +19,7 @@ from dataclasses import replace
 from maiffs.errors import FsError
 from maiffs.namespace import ROOT_INO, Inode
 from maiffs.namespace.namespace import ID_XATTR
-from maiffs.namespace.virtual import VIRTUAL_BASE, ZIP_BASE, VirtualTree, directory_inode
+from maiffs.namespace.virtual import FACE_BASE, VIRTUAL_BASE, VirtualTree, directory_inode
 from maiffs.snapshots.manager import SnapshotInfo, Snapshots
 from maiffs.snapshots.objects import TreeObject
 from maiffs.store.chunks import ChunkStore
@@ -76,7 +76,7 @@ class SnapshotTree(VirtualTree):
         self.nodes: dict[int, tuple[bytes, int]] = {}  # inode -> (object id, parent inode)
 
     def owns(self, ino: int) -> bool:
-        return ino == SNAPDIR_INO or 2 << _SHIFT <= ino < ZIP_BASE
+        return ino == SNAPDIR_INO or 2 << _SHIFT <= ino < FACE_BASE
 
     def root_names(self) -> dict[bytes, int]:
         return {SNAPSHOTS_NAME: SNAPDIR_INO}
