@@ -1,5 +1,6 @@
 """The benchmark harness still runs: `python -m contrib.bench --quick` measures all three targets,
-and the snapshot part (a small tree on maiffs, against cp -a).
+the snapshot part (a small tree on maiffs, against cp -a) and the zip part (maiffs's X.zip#
+next to ratarmount and fuse-zip, which may be missing: their cells are then n/a with a reason).
 
 Only that it works end to end is checked (a table, positive numbers, nothing left mounted), never
 how fast anything is: timings on a shared CI machine are not something a test can assert.
@@ -48,6 +49,21 @@ def test_quick_bench_reports_all_targets(tmp_path: Path) -> None:
     assert cases["snap-0"]["target_met"] is not None and cases["snap-10"]["target_met"] is not None
     assert "snapshot after 0 changes" in done.stdout and "÷ cp -a" in done.stdout
     assert sum("§7 target" in line for line in done.stdout.splitlines()) == 2
+
+    zips = report["zips"]
+    assert zips is not None and [a["key"] for a in zips["archives"]] == ["small", "large"]
+    assert all(a["members"] > 0 and a["zip_bytes"] > 0 for a in zips["archives"])
+    rows = {(row["archive"], row["key"]): row for row in zips["rows"]}
+    cases = ("enter", "list-first", "list-again", "read-one", "read-all")
+    assert set(rows) == {(archive, case) for archive in ("small", "large") for case in cases}
+    for key, row in rows.items():
+        maiffs = row["results"]["maiffs"]
+        assert maiffs is not None and maiffs["median"] > 0, key
+        for baseline in ("ratarmount", "fuse-zip"):  # measured, or n/a with the reason
+            result = row["results"][baseline]
+            assert (result is not None and result["median"] > 0) or row["not_available"].get(baseline), key
+    zip_lines = [line for line in done.stdout.splitlines() if line.startswith(("small: ", "large: "))]
+    assert len(zip_lines) == 10 and "maiffs÷ratarmount" in done.stdout and "maiffs÷fuse-zip" in done.stdout
 
     leftovers = [p for p in tmp_path.iterdir() if p.name.startswith("maiffs-bench-")]
     assert leftovers == [], "the harness left its work directory (and maybe a mount) behind"

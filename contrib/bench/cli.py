@@ -20,7 +20,7 @@ from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 
-from contrib.bench import report, snapshots, storage, workloads
+from contrib.bench import report, snapshots, storage, workloads, zips
 from contrib.bench.data import LogText, RandomData
 from contrib.bench.system import drop_caches, is_mountpoint, machine_info
 from contrib.bench.targets import BenchError, MaiffsTarget, MemFsTarget, Target
@@ -28,9 +28,10 @@ from contrib.bench.workloads import MIB
 
 RESULTS = Path(__file__).with_name("results") / "latest.json"
 KIB = 1 << 10
-PARTS = ("storage", "random", "text", "small", "snapshots")
+PARTS = ("storage", "random", "text", "small", "snapshots", "zips")
 QUICK = {"seq_mib": 16, "text_mib": 16, "files": 200, "files_per_dir": 50, "reps": 1,
-         "snap_files": 300, "log_sample_mib": 0, "tree": str(Path(sysconfig.get_paths()["stdlib"]) / "json")}
+         "snap_files": 300, "log_sample_mib": 0,
+         "zip_members": 500, "zip_large_members": 2, "zip_large_mib": 2, "tree": str(Path(sysconfig.get_paths()["stdlib"]) / "json")}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -56,6 +57,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="tar --exclude pattern for --tree (repeatable)")
     p.add_argument("--log-sample-mib", type=int, default=128,
                    help="size of the log text in the bytes-stored comparison (0: skip it)")
+    p.add_argument("--zip-members", type=int, default=100_000,
+                   help="members of the small-member zip (1-4 KiB each, in 100 directories)")
+    p.add_argument("--zip-large-members", type=int, default=4, help="members of the large-member zip")
+    p.add_argument("--zip-large-mib", type=int, default=64, help="MiB per member of the large zip")
+    p.add_argument("--zip-reps", type=int, default=None,
+                   help="repetitions of the zip timings (default: --reps)")
+    p.add_argument("--ratarmount", default="ratarmount",
+                   help="ratarmount command (looked up beside this Python, then on PATH)")
+    p.add_argument("--fuse-zip", default="fuse-zip", help="fuse-zip command")
     p.add_argument("--only", action="append", choices=PARTS,
                    help="run only these parts (repeatable; default: all)")
     p.add_argument("--maiffs-options", default="", metavar="OPT[,OPT...]",
@@ -100,15 +110,18 @@ def measure_storage(args: argparse.Namespace, plain: Target, maiffs: MaiffsTarge
 
 def run_all(args: argparse.Namespace, workdir: Path, say: Progress
             ) -> tuple[workloads.Results, list[storage.StorageItem],
-                       snapshots.SnapshotResults | None]:
+                       snapshots.SnapshotResults | None, zips.ZipResults | None]:
     parts = set(args.only or PARTS)
-    results, stored, snaps = workloads.Results(), [], None
-    if parts - {"snapshots"}:
+    results, stored, snaps, zipped = workloads.Results(), [], None, None
+    if parts - {"snapshots", "zips"}:
         stored = run_targets(args, workdir, parts, results, say)
     if "snapshots" in parts:  # on a maiffs mount and store of its own, after the others are gone
         snaps = snapshots.run(args, workdir, say)
         results.problems.extend(snaps.problems)
-    return results, stored, snaps
+    if "zips" in parts:  # likewise, with ratarmount and fuse-zip mounts beside it
+        zipped = zips.run(args, workdir, say)
+        results.problems.extend(zipped.problems)
+    return results, stored, snaps, zipped
 
 
 def run_targets(args: argparse.Namespace, workdir: Path, parts: set[str], results: workloads.Results,
@@ -159,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         say("warning: cannot write /proc/sys/vm/drop_caches (not root?): cold reads of the plain "
             "dir and memfs come from the page cache")
     try:
-        results, stored, snaps = run_all(args, workdir, say)
+        results, stored, snaps, zipped = run_all(args, workdir, say)
     except BenchError as exc:
         say(f"error: {exc}")
         return 2
@@ -174,9 +187,11 @@ def main(argv: list[str] | None = None) -> int:
         tables.append(report.storage_table(stored))
     if snaps:
         tables.append("\n".join([report.snapshot_table(snaps), *report.snapshot_targets(snaps)]))
+    if zipped:
+        tables.append(report.zip_table(zipped))
     print("\n\n".join(tables))
     for problem in results.problems:
         print(f"PROBLEM: {problem}")
-    report.write_json(args.json, report.to_json(results, stored, meta, snaps))
+    report.write_json(args.json, report.to_json(results, stored, meta, snaps, zipped))
     say(f"results written to {args.json}")
     return 1 if results.problems else 0

@@ -16,6 +16,9 @@ from contrib.bench.measure import Summary
 from contrib.bench.snapshots import CP_MAIFFS, CP_PLAIN, ORDER, TARGET_FILES, Case, SnapshotResults
 from contrib.bench.storage import StorageItem
 from contrib.bench.workloads import MIB, Results, Workload
+from contrib.bench.zips import CASES as ZIP_CASES
+from contrib.bench.zips import SUBJECTS as ZIP_SUBJECTS
+from contrib.bench.zips import ZipResults
 
 TARGETS = ("memfs", "plain", "maiffs")
 
@@ -186,8 +189,81 @@ def snapshots_json(snap: SnapshotResults) -> dict[str, Any]:
             "cases": cases}
 
 
+def _zip_cell(zips: ZipResults, archive: str, case: str, subject: str) -> str:
+    """Median seconds ±half the range in %, * if disturbed; n/a when there is no number."""
+    summary = zips.summary(archive, case, subject)
+    if summary is None:
+        return "n/a"
+    text = _number(summary.median, "time")
+    if len(summary.samples) > 1:
+        text += f" ±{summary.spread_pct / 2:.0f}%"
+    return text + "*" * bool(summary.disturbed)
+
+
+def _zip_ratios(zips: ZipResults, archive: str, case: str) -> dict[str, float | None]:
+    maiffs = zips.summary(archive, case, "maiffs")
+    return {other: _ratio(maiffs, zips.summary(archive, case, other)) for other in ZIP_SUBJECTS[1:]}
+
+
+def zip_table(zips: ZipResults) -> str:
+    """One row per archive and case: cold seconds of the three, maiffs ÷ each baseline (below
+    1: maiffs is faster), and the cores each one's process used; then what the rows ran on."""
+    header = ["zip archives, cold", "unit", "maiffs X.zip#", "ratarmount", "fuse-zip",
+              "maiffs÷ratarmount", "maiffs÷fuse-zip", "CPU maiffs", "CPU ratarmount", "CPU fuse-zip"]
+    rows = []
+    for archive in zips.archives:
+        for case in ZIP_CASES:
+            ratios = _zip_ratios(zips, archive.key, case.key)
+            summaries = [zips.summary(archive.key, case.key, s) for s in ZIP_SUBJECTS]
+            rows.append([f"{archive.key}: {case.label}", "s",
+                         *(_zip_cell(zips, archive.key, case.key, s) for s in ZIP_SUBJECTS),
+                         *(_optional(ratios[s], ".2f") for s in ZIP_SUBJECTS[1:]),
+                         *(_optional(x.daemon_cores if x else None, ".2f") for x in summaries)])
+    lines = [_render(header, rows, right_from=2)]
+    if any(row[i].endswith("*") for row in rows for i in (2, 3, 4)):
+        lines.append("* another program dropped the page cache during a sample (a disturbance)")
+    for archive in zips.archives:
+        lines.append(f"{archive.key} zip: {archive.description}; {_bytes(archive.logical_bytes)} in a "
+                     f"{_bytes(archive.zip_bytes)} zip (made in {archive.make_seconds:.1f} s, "
+                     f"copied into maiffs in {archive.copy_seconds:.1f} s)")
+    for tool, what in zips.tools.items():
+        lines.append(f"{tool}: {what}")
+    for archive, where in zips.ratarmount_index.items():
+        lines.append(f"ratarmount index of the {archive} zip: {where}")
+    for archive in zips.archives:
+        for subject, reason in zips.unavailable.get(archive.key, {}).items():
+            lines.append(f"{subject}, {archive.key} zip: {reason}")
+    lines.extend(f"NOTE: {note}" for note in zips.notes)
+    return "\n".join(lines)
+
+
+def zips_json(zips: ZipResults) -> dict[str, Any]:
+    rows = []
+    for archive in zips.archives:
+        for case in ZIP_CASES:
+            summaries = {s: zips.summary(archive.key, case.key, s) for s in ZIP_SUBJECTS}
+            ratios = _zip_ratios(zips, archive.key, case.key)
+            rows.append({
+                "archive": archive.key, "key": case.key, "label": case.label, "unit": "s",
+                "results": {s: asdict(x) if x else None for s, x in summaries.items()},
+                "not_available": {s: zips.reason(archive.key, case.key, s) for s in ZIP_SUBJECTS
+                                  if zips.reason(archive.key, case.key, s)},
+                "maiffs_to_ratarmount": ratios["ratarmount"],
+                "maiffs_to_fuse_zip": ratios["fuse-zip"],
+            })
+    return {
+        "archives": [{"key": a.key, "description": a.description, "members": len(a.expected),
+                      "middle_member": a.middle, "zip_bytes": a.zip_bytes,
+                      "logical_bytes": a.logical_bytes, "make_seconds": a.make_seconds,
+                      "copy_into_maiffs_seconds": a.copy_seconds} for a in zips.archives],
+        "tools": zips.tools, "ratarmount_index": zips.ratarmount_index, "rows": rows,
+        "notes": zips.notes,
+    }
+
+
 def to_json(results: Results, storage: list[StorageItem], meta: dict[str, Any],
-            snapshots: SnapshotResults | None = None) -> dict[str, Any]:
+            snapshots: SnapshotResults | None = None,
+            zips: ZipResults | None = None) -> dict[str, Any]:
     workloads = []
     for key, workload in results.workloads.items():
         summaries = {t: results.summary(key, t) for t in TARGETS}
@@ -208,6 +284,7 @@ def to_json(results: Results, storage: list[StorageItem], meta: dict[str, Any],
                      "maiffs_store_file_growth_ratio": item.ratio("maiffs_store_file_growth_bytes")}
                     for item in storage],
         "snapshots": snapshots_json(snapshots) if snapshots else None,
+        "zips": zips_json(zips) if zips else None,
         "problems": results.problems,
     }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+import signal
 import subprocess
 import sys
 from importlib import metadata
@@ -70,6 +71,24 @@ def lazy_unmount(path: Path) -> None:
     """Last resort for a FUSE mount whose daemon is stuck or dead: detach it, ignore errors."""
     if is_mountpoint(path):
         subprocess.run(["fusermount3", "-u", "-z", str(path)], capture_output=True)
+
+
+def unmount_and_stop(mountpoint: Path, proc: subprocess.Popen | None, grace: float) -> None:
+    """Unmount a FUSE daemon's mount point and wait for its process; SIGTERM, then SIGKILL, if
+    it does not end within grace seconds each."""
+    if is_mountpoint(mountpoint):
+        subprocess.run(["fusermount3", "-u", str(mountpoint)], capture_output=True)
+    if proc is None:
+        return
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def filesystem_type(path: Path) -> str:

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from contrib.bench.system import drop_caches, is_mountpoint, lazy_unmount
+from contrib.bench.system import drop_caches, lazy_unmount, unmount_and_stop
 
 MEMFS_SCRIPT = Path(__file__).with_name("memfs.py")
 MAIFFS = [sys.executable, "-m", "maiffs"]
@@ -107,17 +107,7 @@ class MemFsTarget(Target):
         if proc is None:
             return
         try:
-            if is_mountpoint(self.path):
-                subprocess.run(["fusermount3", "-u", str(self.path)], capture_output=True)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.send_signal(signal.SIGTERM)  # memfs unmounts itself on SIGTERM
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            unmount_and_stop(self.path, proc, 10)  # memfs unmounts itself on SIGTERM
         finally:
             if proc.stdout:
                 proc.stdout.close()
