@@ -17,6 +17,8 @@ from maiffs import __version__, commands
 from maiffs.errors import FsError, StoreError
 from maiffs.mounts import find_mount, is_mountpoint, path_in_mount, resolve_store
 from maiffs.options import MountOptions
+from maiffs.remotes import config as remotes
+from maiffs.remotes import transfer
 from maiffs.report import store_report
 from maiffs.store import Store
 from maiffs.store.lock import is_locked
@@ -228,6 +230,94 @@ def log_cmd(path: str, as_json: bool) -> None:
     for row in rows:
         click.echo(f"{row['snapshot']:32} {_time(row['mtime_ns'])}  {row['size']:>12}  "
                    f"{row['id'] or row['type']}")
+
+
+@cli.group()
+def remote() -> None:
+    """Remotes of a store: places to push snapshots to and pull them from (directories so far)."""
+
+
+@remote.command("add")
+@click.argument("store", type=click.Path())
+@click.argument("name")
+@click.argument("url")
+def remote_add(store: str, name: str, url: str) -> None:
+    """Add remote NAME at URL (/path or file:///path)."""
+    path = resolve_store(store)
+    Store.open(path, readonly=True).env.close()  # only in a store
+    remotes.directory_of(url)
+    known = remotes.load(path)
+    if name in known:
+        raise StoreError(f"remote {name!r} exists ({known[name]})")
+    known[name] = url
+    remotes.save(path, known)
+    click.echo(f"added remote {name} {url}")
+
+
+@remote.command("list")
+@click.argument("store", type=click.Path())
+def remote_list(store: str) -> None:
+    """List the remotes of STORE."""
+    for name, url in sorted(remotes.load(resolve_store(store)).items()):
+        click.echo(f"{name:16} {url}")
+
+
+@remote.command("remove")
+@click.argument("store", type=click.Path())
+@click.argument("name")
+def remote_remove(store: str, name: str) -> None:
+    """Forget remote NAME (nothing on the remote is touched)."""
+    path = resolve_store(store)
+    known = remotes.load(path)
+    remotes.url_of(path, name)
+    del known[name]
+    remotes.save(path, known)
+    click.echo(f"removed remote {name}")
+
+
+@cli.command()
+@click.argument("store", type=click.Path())
+@click.argument("name")
+@click.argument("snapshots", nargs=-1)
+def push(store: str, name: str, snapshots: tuple[str, ...]) -> None:
+    """Send SNAPSHOTS (default: all) to remote NAME, with only what it lacks; run it again
+    after an interruption to finish."""
+    url = remotes.url_of(resolve_store(store), name)
+    with commands.reading(store) as snaps:
+        stats = transfer.push(snaps, remotes.open_remote(url), list(snapshots) or None)
+    click.echo(f"pushed {stats.snapshots} snapshots to {name}: {stats.objects} objects and "
+               f"{stats.chunks} chunks sent ({stats.bytes} bytes)")
+
+
+@cli.command()
+@click.argument("store", type=click.Path())
+@click.argument("name")
+@click.argument("snapshots", nargs=-1)
+def pull(store: str, name: str, snapshots: tuple[str, ...]) -> None:
+    """Bring SNAPSHOTS (default: all) from remote NAME into STORE's .snapshots/."""
+    url = remotes.url_of(resolve_store(store), name)
+    stats = commands.run(store, {"op": "pull", "url": url, "names": list(snapshots)})
+    click.echo(f"pulled {stats['snapshots']} snapshots from {name}: {stats['objects']} objects "
+               f"and {stats['chunks']} chunks received ({stats['bytes']} bytes)")
+
+
+@cli.command()
+@click.argument("url")
+@click.argument("store", type=click.Path())
+def clone(url: str, store: str) -> None:
+    """Make a new store from the remote at URL: every snapshot, and the newest as the live tree."""
+    remote_dir = remotes.open_remote(url)
+    names = remote_dir.refs()
+    if not names:
+        raise StoreError(f"remote {url} has no snapshots")
+    Store.create(store).close()
+    remotes.save(store, {"origin": url})
+    commands.run(store, {"op": "pull", "url": url, "names": names})
+    with commands.reading(store) as snaps:
+        newest = max(snaps.list(), key=lambda info: info.created_ns).name
+    commands.run(store, {"op": "snapshot.restore", "name": newest, "path": ""})
+    click.echo(f"cloned {url} into {os.path.abspath(store)}: {len(names)} snapshots, "
+               f"live tree from {newest}")
 
 
 @cli.command("fsck")

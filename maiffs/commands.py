@@ -11,12 +11,15 @@ import errno
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from maiffs.errors import FsError, StoreError
-from maiffs.mounts import find_mount, maiffs_mounts
+from maiffs.mounts import find_mount, maiffs_mounts, resolve_store
 from maiffs.namespace import Namespace
+from maiffs.remotes import transfer
+from maiffs.remotes.config import open_remote
 from maiffs.snapshots.manager import Snapshots
 from maiffs.store import Store
 from maiffs.store.lock import StoreLock
@@ -55,9 +58,13 @@ def _log(s: Snapshots, r: dict[str, Any]) -> Any:
     return s.log(r["path"])
 
 
+def _pull(s: Snapshots, r: dict[str, Any]) -> Any:
+    return transfer.pull(s, open_remote(r["url"]), r.get("names") or None).as_dict()
+
+
 OPERATIONS: dict[str, Callable[[Snapshots, dict[str, Any]], Any]] = {
     "snapshot.create": _create, "snapshot.delete": _delete, "snapshot.list": _list,
-    "snapshot.diff": _diff, "snapshot.restore": _restore, "log": _log,
+    "snapshot.diff": _diff, "snapshot.restore": _restore, "log": _log, "pull": _pull,
 }
 
 
@@ -105,6 +112,17 @@ def offline(store_path: str, request: dict[str, Any]) -> dict[str, Any]:
             store.close()
     finally:
         lock.release()
+
+
+@contextmanager
+def reading(target: str) -> Iterator[Snapshots]:
+    """The snapshots of the store target names, opened read-only (beside its daemon, if any:
+    LMDB lets readers in while one process writes)."""
+    store = Store.open(resolve_store(target), readonly=True)
+    try:
+        yield Snapshots(Namespace(store))
+    finally:
+        store.close()
 
 
 def run(target: str, request: dict[str, Any]) -> Any:

@@ -100,15 +100,23 @@ class Snapshots:
                 raise FsError(errno.EEXIST, f"a snapshot named {name!r} exists")
             root = update_tree(txn, self.objects)
             self.objects.incref(txn, root)
-            info = SnapshotInfo(name, self.store.next_id(txn, b"next_snapshot", 1), now_ns(), root)
-            txn.put("snapshots", key, _RECORD.pack(SNAPSHOT_FORMAT, info.number, info.created_ns,
-                                                   info.root))
-            return info
+            return self.record(txn, name, root, now_ns())
 
         info = self.store.write(txn_fn)
         self._by_number = None
         self.store.sync()
         return info
+
+    def record(self, txn: Txn, name: str, root: bytes, created_ns: int) -> SnapshotInfo:
+        """Write the record of a new snapshot whose root reference the caller already holds."""
+        info = SnapshotInfo(name, self.store.next_id(txn, b"next_snapshot", 1), created_ns, root)
+        txn.put("snapshots", name_key(name), _RECORD.pack(SNAPSHOT_FORMAT, info.number,
+                                                          info.created_ns, info.root))
+        return info
+
+    def changed(self) -> None:
+        """Snapshots were added or removed in a transaction of the caller's: forget cached lists."""
+        self._by_number = None
 
     def delete(self, name: str) -> None:
         """Delete a snapshot, freeing every object and chunk that nothing else holds."""

@@ -137,6 +137,23 @@ class ChunkStore:
         txn.put("chunkrefs", chunk.id, REF_RECORD.pack(1, chunk.raw_len, len(chunk.encoded)))
         txn.count(chunks=1, chunk_raw_bytes=chunk.raw_len, chunk_stored_bytes=len(chunk.encoded))
 
+    def adopt(self, txn: Txn, cid: bytes, raw_len: int, encoded: bytes) -> None:
+        """Store a chunk received from elsewhere with no reference yet (its users take theirs);
+        it is verified against its id first, and kept as it came (already encoded)."""
+        if txn.get("chunkrefs", cid) is not None:
+            return
+        decode_chunk(cid, encoded, raw_len)
+        txn.put("chunks", cid, encoded)
+        txn.put("chunkrefs", cid, REF_RECORD.pack(0, raw_len, len(encoded)))
+        txn.count(chunks=1, chunk_raw_bytes=raw_len, chunk_stored_bytes=len(encoded))
+
+    def encoded(self, txn: Txn, cid: bytes) -> tuple[int, bytes]:
+        """(raw length, encoded bytes) of a stored chunk, to send it elsewhere as it is."""
+        ref, encoded = txn.get("chunkrefs", cid), txn.get("chunks", cid)
+        if ref is None or encoded is None:
+            raise CorruptChunk(cid, "is missing from the store")
+        return REF_RECORD.unpack(ref)[1], bytes(encoded)
+
     def incref(self, txn: Txn, cid: bytes) -> None:
         """Take one more reference to a chunk the store already holds."""
         count, raw_len, stored = self._ref(txn, cid)
