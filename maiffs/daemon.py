@@ -24,6 +24,7 @@ from maiffs.fuse.operations import Operations
 from maiffs.mounts import is_mountpoint
 from maiffs.namespace import Namespace
 from maiffs.options import MountOptions
+from maiffs.remotes.heal import chunk_source
 from maiffs.service import SnapshotService
 from maiffs.snapshots.manager import Snapshots
 from maiffs.snapshots.view import SnapshotTree
@@ -57,6 +58,9 @@ async def _commit_loop(ops: Operations, interval: float) -> None:
         await trio.sleep(interval)
         await ops.flush_all(idle_ns=int(interval * 1e9))
         try:
+            healed = ops.ns.write_back_healed()
+            if healed:
+                log.warning("commit: %d damaged chunks replaced by copies from remotes", healed)
             await trio.to_thread.run_sync(ops.ns.store.sync)
         except Exception as exc:  # a full disk must not stop the loop
             log.error("commit: %s", exc)
@@ -93,6 +97,7 @@ def serve(store_path: str, mountpoint: str, options: MountOptions,
         lock = StoreLock(store_path, f"mounted on {mountpoint}")
         store = Store.open(store_path)
         ns = Namespace(store, level=options.compression, cache_bytes=options.cache_size)
+        ns.chunks.fallback = chunk_source(store_path)
         service = SnapshotService(Snapshots(ns))
         ops = service.ops = Operations(ns, trees=[
             SnapshotTree(service.snapshots, service.take, service.drop),

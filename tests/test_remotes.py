@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import threading
 from pathlib import Path
 
+import lmdb
 import pytest
 
 from conftest import maiffs, mount_session
@@ -197,3 +199,49 @@ def test_remote_commands_refuse_bad_input(tmp_path):
     assert not (tmp_path / "c").exists()
     with pytest.raises(StoreError):
         DirRemote(str(tmp_path / "nowhere")).refs()
+
+
+def flip_a_byte_of_every_chunk(store: Path) -> int:
+    env = lmdb.open(str(store), max_dbs=32, map_size=4 << 30)
+    chunks = env.open_db(b"chunks")
+    with env.begin(write=True) as txn:
+        items = [(bytes(k), bytearray(v)) for k, v in txn.cursor(db=chunks)]
+        for key, value in items:
+            value[len(value) // 2] ^= 0x55
+            txn.put(key, bytes(value), db=chunks)
+    env.close()
+    return len(items)
+
+
+def test_a_damaged_chunk_is_healed_from_a_remote(tmp_path):
+    data = os.urandom(5 << 20)
+    with session(tmp_path / "a") as a:
+        (a.path / "data.bin").write_bytes(data)
+        os.mkdir(a.path / ".snapshots" / "s")
+        maiffs("remote", "add", a.store, "backup", tmp_path / "remote")
+        maiffs("push", a.store, "backup")
+        a.unmount()
+        assert flip_a_byte_of_every_chunk(a.store) > 0
+        assert maiffs("fsck", a.store, check=False).returncode == 1  # damaged, as meant
+        a.mount()
+        assert (a.path / "data.bin").read_bytes() == data  # served from the remote's copies
+        log = (a.store / "maiffs.log").read_text()
+        assert "using the copy on remote backup" in log
+        a.unmount()  # writes the good copies back
+        done = maiffs("fsck", a.store, check=False)
+        assert done.returncode == 0, done.stdout
+        a.mount()
+
+
+def test_with_no_good_copy_a_damaged_chunk_is_eio(tmp_path):
+    with session(tmp_path / "a") as a:
+        (a.path / "data.bin").write_bytes(os.urandom(1 << 20))
+        maiffs("remote", "add", a.store, "empty", tmp_path / "remote")
+        (tmp_path / "remote").mkdir()
+        a.unmount()
+        flip_a_byte_of_every_chunk(a.store)
+        a.mount()
+        with pytest.raises(OSError) as exc:
+            (a.path / "data.bin").read_bytes()
+        assert exc.value.errno == errno.EIO
+        assert "no remote has it" in (a.store / "maiffs.log").read_text()

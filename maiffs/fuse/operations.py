@@ -475,5 +475,6 @@ class Operations(pyfuse3.Operations):
     async def shutdown(self) -> None:
         """After unmount: commit everything still buffered and make it durable."""
         await self.flush_all()
+        self.ns.write_back_healed()
         self.ns.store.sync()
         self.pool.shutdown(wait=True)

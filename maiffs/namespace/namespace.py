@@ -914,6 +914,14 @@ class Namespace:
         return {"total_bytes": total, "free_bytes": free, "inodes": counters["inodes"],
                 "name_max": NAME_MAX}
 
+    def write_back_healed(self) -> int:
+        """Store the good copies of damaged chunks that reads fetched from elsewhere."""
+        if not self.chunks.healed:
+            return 0
+        done = self.store.write(self.chunks.write_back)
+        self.chunks.healed.clear()
+        return done
+
     def flush_all(self) -> None:
         for ino in list(self.files):
             self.flush(ino)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import blake3
@@ -125,6 +126,9 @@ class ChunkStore:
 
     def __init__(self, cache_bytes: int = 64 << 20) -> None:
         self.cache = ChunkCache(cache_bytes)
+        #: where a good copy of a damaged chunk may be had: cid -> (raw length, encoded) or None
+        self.fallback: Callable[[bytes], tuple[int, bytes] | None] | None = None
+        self.healed: dict[bytes, tuple[int, bytes]] = {}
 
     def add(self, txn: Txn, chunk: PreparedChunk) -> None:
         """Store a chunk or, if the store has it already, take one more reference to it."""
@@ -171,17 +175,50 @@ class ChunkStore:
         self.cache.drop(cid)
 
     def get(self, txn: Txn, cid: bytes) -> bytes:
-        """The raw bytes of a chunk, verified against its id."""
+        """The raw bytes of a chunk, verified against its id; a missing or corrupt chunk comes
+        from the fallback source (a remote) when there is one, else CorruptChunk."""
         data = self.cache.get(cid)
         if data is not None:
             return data
         ref = txn.get("chunkrefs", cid)
         encoded = txn.get("chunks", cid)
-        if ref is None or encoded is None:
-            raise CorruptChunk(cid, "is missing from the store")
-        data = decode_chunk(cid, encoded, REF_RECORD.unpack(ref)[1])
+        try:
+            if ref is None or encoded is None:
+                raise CorruptChunk(cid, "is missing from the store")
+            data = decode_chunk(cid, encoded, REF_RECORD.unpack(ref)[1])
+        except CorruptChunk as exc:
+            data = self._heal(cid, exc, known=ref is not None)
         self.cache.put(cid, data)
         return data
+
+    def _heal(self, cid: bytes, damage: CorruptChunk, known: bool) -> bytes:
+        """A good copy of a damaged chunk from the fallback, queued to be written back (by
+        write_back, in a write transaction of the caller's: reads run in read transactions)."""
+        found = self.fallback(cid) if self.fallback is not None else None
+        if found is None:
+            raise damage
+        raw_len, encoded = found
+        try:
+            data = decode_chunk(cid, encoded, raw_len)
+        except CorruptChunk:
+            raise damage from None
+        if known:  # a chunk whose record is gone entirely is fsck's to rebuild
+            self.healed[cid] = (raw_len, encoded)
+        return data
+
+    def write_back(self, txn: Txn) -> int:
+        """Store the good copies fetched by reads over their damaged local ones; the count."""
+        done = 0
+        for cid, (raw_len, encoded) in self.healed.items():
+            ref = txn.get("chunkrefs", cid)
+            if ref is None:
+                continue  # deleted meanwhile
+            count, _raw, stored = REF_RECORD.unpack(ref)
+            txn.put("chunks", cid, encoded)
+            txn.put("chunkrefs", cid, REF_RECORD.pack(count, raw_len, len(encoded)))
+            txn.count(chunk_stored_bytes=len(encoded) - stored)
+            done += 1
+        return done
 
     @staticmethod
     def _ref(txn: Txn, cid: bytes) -> tuple[int, int, int]:

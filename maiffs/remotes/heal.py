@@ -1,0 +1,37 @@
+"""Self-heal: a chunk that is missing or corrupt locally is fetched from a remote that has it.
+
+The store's chunk layer asks `source(cid)` when a read finds a chunk damaged; it verifies what
+comes back against the chunk's id, serves it, and the daemon writes it over the local copy at
+its next commit. With no good copy anywhere the read fails with EIO, as before.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from maiffs.errors import StoreError
+from maiffs.remotes import config
+
+log = logging.getLogger(__name__)
+
+
+def chunk_source(store: str) -> Callable[[bytes], tuple[int, bytes] | None] | None:
+    """A lookup of good chunk copies on the store's remotes, or None if it has none."""
+    remotes = [(name, config.open_remote(url)) for name, url in sorted(config.load(store).items())]
+    if not remotes:
+        return None
+
+    def source(cid: bytes) -> tuple[int, bytes] | None:
+        for name, remote in remotes:
+            try:
+                if remote.has("chunks", cid):
+                    log.warning("chunk %s is damaged here; using the copy on remote %s",
+                                cid.hex(), name)
+                    return remote.get_chunk(cid)
+            except (OSError, StoreError) as exc:
+                log.warning("remote %s: %s", name, exc)
+        log.error("chunk %s is damaged here and no remote has it", cid.hex())
+        return None
+
+    return source
