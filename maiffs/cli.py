@@ -15,13 +15,14 @@ import click
 
 from maiffs import __version__, commands
 from maiffs.errors import FsError, StoreError
-from maiffs.mounts import find_mount, is_mountpoint, path_in_mount, resolve_store
+from maiffs.mounts import find_mount, is_mountpoint, maiffs_mounts, path_in_mount, resolve_store
 from maiffs.options import MountOptions
 from maiffs.remotes import config as remotes
 from maiffs.remotes import transfer
+from maiffs.remotes import verify as checks
 from maiffs.report import store_report
 from maiffs.store import Store
-from maiffs.store.lock import is_locked
+from maiffs.store.lock import StoreLock, is_locked
 
 log = logging.getLogger("maiffs")
 
@@ -318,6 +319,58 @@ def clone(url: str, store: str) -> None:
     commands.run(store, {"op": "snapshot.restore", "name": newest, "path": ""})
     click.echo(f"cloned {url} into {os.path.abspath(store)}: {len(names)} snapshots, "
                f"live tree from {newest}")
+
+
+@cli.command()
+@click.argument("store", type=click.Path())
+@click.option("--remote", "remote_names", multiple=True, metavar="NAME",
+              help="Also check remote NAME (repeatable); without it only the store is checked.")
+@click.option("--sample", default=1.0, type=click.FloatRange(0, 1),
+              help="Check this fraction of chunks (1 = all); objects are always walked.")
+@click.option("--repair", is_flag=True,
+              help="Replace bad copies with good ones from elsewhere (local repair needs the "
+                   "store unmounted).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of lines.")
+def verify(store: str, remote_names: tuple[str, ...], sample: float, repair: bool,
+           as_json: bool) -> None:
+    """Hash every object and chunk of STORE (and of remotes), report what is missing or
+    corrupt where; exit 1 if anything is left unrepaired."""
+    path = resolve_store(store)
+    named = {name: remotes.open_remote(remotes.url_of(path, name)) for name in remote_names}
+    with commands.reading(store) as snaps:
+        report = checks.local_damage(snaps.store, sample)
+        for name, remote in named.items():
+            found = checks.remote_damage(remote, name, sample)
+            report.checked += found.checked
+            report.problems += found.problems
+            if repair:
+                checks.repair_remote(snaps.store, remote, found.problems)
+    local = [p for p in report.problems if p.where == "local"]
+    if repair and local:
+        if find_mount(path) is not None or any(m.store == path for m in maiffs_mounts()):
+            raise StoreError("local damage is repaired with the store unmounted (or by reads, "
+                             "which heal from remotes)")
+        lock = StoreLock(path, "maiffs verify --repair")
+        try:
+            opened = Store.open(path)
+            try:
+                checks.repair_local(opened, {**named, **_all_remotes(path)}, local)
+            finally:
+                opened.close()
+        finally:
+            lock.release()
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        for problem in report.problems:
+            click.echo(problem.line())
+        click.echo(f"verify: {report.checked} checked, {len(report.problems)} problems")
+    if any(not p.repaired for p in report.problems):
+        sys.exit(1)
+
+
+def _all_remotes(store: str) -> dict[str, Any]:
+    return {name: remotes.open_remote(url) for name, url in remotes.load(store).items()}
 
 
 @cli.command("fsck")

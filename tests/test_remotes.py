@@ -213,13 +213,18 @@ def flip_a_byte_of_every_chunk(store: Path) -> int:
     return len(items)
 
 
+def backed_up(m, data: bytes, remote: Path, name: str) -> None:
+    """data.bin holding data, snapshot s, pushed to a new remote name at remote."""
+    (m.path / "data.bin").write_bytes(data)
+    os.mkdir(m.path / ".snapshots" / "s")
+    maiffs("remote", "add", m.store, name, remote)
+    maiffs("push", m.store, name)
+
+
 def test_a_damaged_chunk_is_healed_from_a_remote(tmp_path):
     data = os.urandom(5 << 20)
     with session(tmp_path / "a") as a:
-        (a.path / "data.bin").write_bytes(data)
-        os.mkdir(a.path / ".snapshots" / "s")
-        maiffs("remote", "add", a.store, "backup", tmp_path / "remote")
-        maiffs("push", a.store, "backup")
+        backed_up(a, data, tmp_path / "remote", "backup")
         a.unmount()
         assert flip_a_byte_of_every_chunk(a.store) > 0
         assert maiffs("fsck", a.store, check=False).returncode == 1  # damaged, as meant
@@ -245,3 +250,31 @@ def test_with_no_good_copy_a_damaged_chunk_is_eio(tmp_path):
             (a.path / "data.bin").read_bytes()
         assert exc.value.errno == errno.EIO
         assert "no remote has it" in (a.store / "maiffs.log").read_text()
+
+
+def test_verify_reports_and_repairs_both_sides(tmp_path):
+    data = os.urandom(4 << 20)
+    with session(tmp_path / "a") as a:
+        backed_up(a, data, tmp_path / "remote", "r")
+        clean = maiffs("verify", a.path, "--remote", "r")
+        assert clean.stdout.strip().endswith("0 problems")
+        files = sorted(p for p in (tmp_path / "remote" / "chunks").rglob("*") if p.is_file())
+        files[0].unlink()  # a remote chunk lost
+        damaged = bytearray(files[1].read_bytes())
+        damaged[-1] ^= 1
+        files[1].write_bytes(bytes(damaged))  # and one corrupt
+        found = maiffs("verify", a.path, "--remote", "r", check=False)
+        assert found.returncode == 1
+        assert f"r: chunk {files[0].name}: is missing (NOT repaired)" in found.stdout
+        assert f"r: chunk {files[1].name}:" in found.stdout
+        fixed = maiffs("verify", a.path, "--remote", "r", "--repair")
+        assert fixed.stdout.count("(repaired)") == 2
+        a.unmount()
+        flip_a_byte_of_every_chunk(a.store)
+        bad = maiffs("verify", a.store, "--json", check=False)
+        assert bad.returncode == 1 and '"where": "local"' in bad.stdout
+        maiffs("verify", a.store, "--remote", "r", "--repair")
+        assert maiffs("verify", a.store, "--remote", "r").returncode == 0
+        assert maiffs("fsck", a.store, check=False).returncode == 0
+        a.mount()
+        assert (a.path / "data.bin").read_bytes() == data

@@ -208,17 +208,21 @@ class ChunkStore:
 
     def write_back(self, txn: Txn) -> int:
         """Store the good copies fetched by reads over their damaged local ones; the count."""
-        done = 0
-        for cid, (raw_len, encoded) in self.healed.items():
-            ref = txn.get("chunkrefs", cid)
-            if ref is None:
-                continue  # deleted meanwhile
-            count, _raw, stored = REF_RECORD.unpack(ref)
-            txn.put("chunks", cid, encoded)
-            txn.put("chunkrefs", cid, REF_RECORD.pack(count, raw_len, len(encoded)))
-            txn.count(chunk_stored_bytes=len(encoded) - stored)
-            done += 1
-        return done
+        return sum(self.replace(txn, cid, raw_len, encoded)
+                   for cid, (raw_len, encoded) in self.healed.items())
+
+    @staticmethod
+    def replace(txn: Txn, cid: bytes, raw_len: int, encoded: bytes) -> bool:
+        """Put a good copy (already verified) over a stored chunk, keeping its references;
+        False if the store no longer has that chunk."""
+        ref = txn.get("chunkrefs", cid)
+        if ref is None:
+            return False
+        count, _raw, stored = REF_RECORD.unpack(ref)
+        txn.put("chunks", cid, encoded)
+        txn.put("chunkrefs", cid, REF_RECORD.pack(count, raw_len, len(encoded)))
+        txn.count(chunk_stored_bytes=len(encoded) - stored)
+        return True
 
     @staticmethod
     def _ref(txn: Txn, cid: bytes) -> tuple[int, int, int]:

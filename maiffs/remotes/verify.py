@@ -1,0 +1,152 @@
+"""`maiffs verify`: read and hash every object and chunk (or a sample) of a store and of a
+remote, report what is missing or corrupt where, and repair each from a good copy elsewhere.
+
+Everything is checked against its own id (chunks: BLAKE3 of the decoded bytes; tree objects:
+BLAKE3 of their encoding), so a copy that passes is good wherever it came from.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass
+
+from maiffs.errors import CorruptChunk, StoreError
+from maiffs.remotes.dirremote import DirRemote
+from maiffs.snapshots.objects import TreeObject, object_id
+from maiffs.store.chunks import REF_RECORD, ChunkStore, decode_chunk
+from maiffs.store.env import Store, Txn
+
+
+@dataclass
+class Problem:
+    where: str  # "local" or the remote's name
+    kind: str  # "chunk" or "object"
+    id: str
+    what: str
+    repaired: bool = False
+
+    def line(self) -> str:
+        state = "repaired" if self.repaired else "NOT repaired"
+        return f"{self.where}: {self.kind} {self.id}: {self.what} ({state})"
+
+
+@dataclass
+class Report:
+    checked: int
+    problems: list[Problem]
+
+    def as_dict(self) -> dict[str, object]:
+        return {"checked": self.checked, "problems": [asdict(p) for p in self.problems]}
+
+
+def _chosen(ids: list[bytes], sample: float, rng: random.Random) -> list[bytes]:
+    return ids if sample >= 1 else [i for i in ids if rng.random() < sample]
+
+
+def local_damage(store: Store, sample: float = 1.0, seed: int | None = None) -> Report:
+    """Every chunk and tree object of the store (or a sample) that fails its id."""
+    rng = random.Random(seed)
+    problems = []
+    with store.read() as txn:
+        chunk_ids = _chosen([bytes(k) for k, _ in txn.prefix_items("chunkrefs", b"")], sample, rng)
+        object_ids = _chosen([bytes(k) for k, _ in txn.prefix_items("objects", b"")], sample, rng)
+        for cid in chunk_ids:
+            why = _chunk_problem(txn, cid)
+            if why:
+                problems.append(Problem("local", "chunk", cid.hex(), why))
+        for oid in object_ids:
+            encoded = bytes(txn.get("objects", oid) or b"")
+            if object_id(encoded) != oid:
+                problems.append(Problem("local", "object", oid.hex(), "does not match its id"))
+    return Report(len(chunk_ids) + len(object_ids), problems)
+
+
+def _chunk_problem(txn: Txn, cid: bytes) -> str | None:
+    ref, encoded = txn.get("chunkrefs", cid), txn.get("chunks", cid)
+    if encoded is None:
+        return "is missing"
+    try:
+        decode_chunk(cid, bytes(encoded), REF_RECORD.unpack(ref)[1])
+    except CorruptChunk as exc:
+        return exc.detail.removeprefix(f"chunk {cid.hex()} ")
+    return None
+
+
+def remote_damage(remote: DirRemote, name: str, sample: float = 1.0,
+                  seed: int | None = None) -> Report:
+    """Every object and chunk the remote's snapshots need (or a sample) that is missing there
+    or fails its id. Objects are walked from the refs; a bad object hides its subtree."""
+    rng = random.Random(seed)
+    problems: list[Problem] = []
+    seen: set[bytes] = set()
+    checked = 0
+    stack = [remote.get_ref(ref)[0] for ref in remote.refs()]
+    while stack:
+        oid = stack.pop()
+        if oid in seen:
+            continue
+        seen.add(oid)
+        checked += 1
+        try:
+            encoded = remote.get_object(oid)
+        except StoreError:
+            problems.append(Problem(name, "object", oid.hex(), "is missing"))
+            continue
+        if object_id(encoded) != oid:
+            problems.append(Problem(name, "object", oid.hex(), "does not match its id"))
+            continue
+        obj = TreeObject.decode(encoded)
+        stack.extend(child for _name, child in obj.entries)
+        for cid in _chosen([cid for _off, cid, _len in obj.extents if cid not in seen], sample, rng):
+            seen.add(cid)
+            checked += 1
+            try:
+                raw_len, chunk = remote.get_chunk(cid)
+                decode_chunk(cid, chunk, raw_len)
+            except StoreError:
+                problems.append(Problem(name, "chunk", cid.hex(), "is missing"))
+            except CorruptChunk as exc:
+                problems.append(Problem(name, "chunk", cid.hex(),
+                                        exc.detail.removeprefix(f"chunk {cid.hex()} ")))
+    return Report(checked, problems)
+
+
+def repair_remote(store: Store, remote: DirRemote, problems: list[Problem]) -> None:
+    """Rewrite the remote's bad copies from good local ones (remote files are replaced whole)."""
+    with store.read() as txn:
+        for p in problems:
+            key = bytes.fromhex(p.id)
+            if p.kind == "chunk" and _chunk_problem(txn, key) is None:
+                raw_len = REF_RECORD.unpack(txn.get("chunkrefs", key))[1]
+                remote.put_chunk(key, raw_len, bytes(txn.get("chunks", key)))
+                p.repaired = True
+            elif p.kind == "object":
+                encoded = txn.get("objects", key)
+                if encoded is not None and object_id(bytes(encoded)) == key:
+                    remote.put_object(key, bytes(encoded))
+                    p.repaired = True
+
+
+def repair_local(store: Store, remotes: dict[str, DirRemote], problems: list[Problem]) -> None:
+    """Replace the store's bad chunks with good copies from remotes (the store must be ours:
+    unmounted, its lock held by the caller). Bad local objects are fsck's to repair."""
+    def txn_fn(txn: Txn) -> list[Problem]:
+        fixed = []
+        for p in problems:
+            if p.kind != "chunk":
+                continue
+            cid = bytes.fromhex(p.id)
+            for remote in remotes.values():
+                try:
+                    raw_len, encoded = remote.get_chunk(cid)
+                    decode_chunk(cid, encoded, raw_len)
+                except (StoreError, CorruptChunk):
+                    continue
+                if ChunkStore.replace(txn, cid, raw_len, encoded):
+                    fixed.append(p)
+                break
+        return fixed
+
+    for p in store.write(txn_fn):
+        p.repaired = True
+    store.sync()
