@@ -127,6 +127,10 @@ def umount(mountpoint: str, timeout: float) -> None:
     if entry is None:
         what = "not a maiffs mount" if is_mountpoint(mountpoint) else "not mounted"
         raise StoreError(f"{mountpoint} is {what}")
+    for remote, state in _daemon_stats(entry.mountpoint).get("replication", {}).items():
+        if state["pending"]:
+            click.echo(f"replication to {remote} not finished: {len(state['pending'])} snapshots "
+                       f"pending (pushed at the next mount, or by `maiffs push`)")
     done = subprocess.run(["fusermount3", "-u", entry.mountpoint], capture_output=True, text=True)
     if done.returncode != 0:
         reason = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "fusermount3 failed"
@@ -139,12 +143,26 @@ def umount(mountpoint: str, timeout: float) -> None:
     click.echo(f"unmounted {entry.mountpoint}")
 
 
+def _daemon_stats(mountpoint: str | None) -> dict[str, Any]:
+    """The mounted daemon's own numbers (.maiffs/stats), or {} when there is none to ask."""
+    if mountpoint is None:
+        return {}
+    try:
+        with open(os.path.join(mountpoint, ".maiffs", "stats")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
 @cli.command("stat")
 @click.argument("target", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def stat_cmd(target: str, as_json: bool) -> None:
     """Files, bytes, dedup and compression of a store (or of the store mounted at TARGET)."""
     report = store_report(resolve_store(target))
+    live = _daemon_stats(report["mounted_on"])
+    if live.get("replication"):
+        report["replication"] = live["replication"]
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return

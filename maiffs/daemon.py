@@ -25,6 +25,7 @@ from maiffs.mounts import is_mountpoint
 from maiffs.namespace import Namespace
 from maiffs.options import MountOptions
 from maiffs.remotes.heal import chunk_source
+from maiffs.replication import Replicator
 from maiffs.service import SnapshotService
 from maiffs.snapshots.manager import Snapshots
 from maiffs.snapshots.view import SnapshotTree
@@ -81,6 +82,8 @@ async def _main(ops: Operations, service: SnapshotService, options: MountOptions
         nursery.start_soon(_signal_watch)
         if options.snapshot_every:
             nursery.start_soon(service.auto_snapshots, options)
+        if service.replicator is not None:
+            nursery.start_soon(service.replicator.run)
         await pyfuse3.main()
         await ops.shutdown()
         nursery.cancel_scope.cancel()
@@ -98,7 +101,9 @@ def serve(store_path: str, mountpoint: str, options: MountOptions,
         store = Store.open(store_path)
         ns = Namespace(store, level=options.compression, cache_bytes=options.cache_size)
         ns.chunks.fallback = chunk_source(store_path)
-        service = SnapshotService(Snapshots(ns))
+        snapshots = Snapshots(ns)
+        service = SnapshotService(snapshots, replicator=Replicator(
+            snapshots, store_path, options.replicate) if options.replicate else None)
         ops = service.ops = Operations(ns, trees=[
             SnapshotTree(service.snapshots, service.take, service.drop),
             ControlTree(service.snapshots, service.stats, service.run),

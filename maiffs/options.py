@@ -30,6 +30,7 @@ class MountOptions:
     debug: bool = False
     snapshot_every: float = 0.0  # seconds between automatic snapshots; 0 = none
     keep: RetentionPolicy = DEFAULT_POLICY  # which automatic snapshots pruning keeps
+    replicate: tuple[str, ...] = ()  # remotes every new snapshot is pushed to
 
     @classmethod
     def parse(cls, specs: list[str]) -> "MountOptions":
@@ -37,7 +38,7 @@ class MountOptions:
         out = cls()
         known = {f.name: f for f in fields(cls)}
         for spec in specs:
-            for key, value in _items(spec):
+            for key, value in _items(spec, set(known)):
                 if key not in known:
                     raise StoreError(f"unknown mount option {key!r} (known: {', '.join(known)})")
                 try:
@@ -51,6 +52,8 @@ class MountOptions:
                         out.snapshot_every = parse_interval(value)
                     elif key == "keep":
                         out.keep = parse_policy(value)
+                    elif key == "replicate":
+                        out.replicate = tuple(filter(None, value.split(",")))
                     else:
                         setattr(out, key, int(value))
                 except ValueError:
@@ -64,16 +67,19 @@ class MountOptions:
         return out
 
 
-def _items(spec: str) -> list[tuple[str, str]]:
+def _items(spec: str, options: set[str]) -> list[tuple[str, str]]:
     """Split one '-o' argument into (key, value) pairs.
 
-    The keep policy uses commas itself, so in 'keep=hourly:24,daily:7' the items without '='
-    but with ':' that follow a keep item belong to its value rather than being options.
+    Two options take lists with commas: in 'keep=hourly:24,daily:7' the items without '=' but
+    with ':' that follow a keep item belong to its value, and in 'replicate=a,b' the items
+    without '=' that follow it and are not option names are more remotes.
     """
     items: list[tuple[str, str]] = []
     for item in filter(None, (s.strip() for s in spec.split(","))):
-        if "=" not in item and ":" in item and items and items[-1][0] == "keep":
-            items[-1] = ("keep", f"{items[-1][1]},{item}")
+        last = items[-1][0] if items else None
+        if "=" not in item and ((last == "keep" and ":" in item) or (
+                last == "replicate" and item.replace("-", "_") not in options)):
+            items[-1] = (last, f"{items[-1][1]},{item}")
             continue
         key, _, value = item.partition("=")
         items.append((key.replace("-", "_"), value))

@@ -21,6 +21,7 @@ from maiffs.commands import execute
 from maiffs.errors import FsError, StoreError
 from maiffs.fuse.operations import Operations
 from maiffs.options import MountOptions
+from maiffs.replication import Replicator
 from maiffs.report import store_numbers
 from maiffs.snapshots.manager import SnapshotInfo, Snapshots
 from maiffs.snapshots.retention import auto_name, to_prune
@@ -32,17 +33,24 @@ log = logging.getLogger(__name__)
 class SnapshotService:
     """Snapshots of the mounted store, as the FUSE trees and the control file ask for them."""
 
-    def __init__(self, snapshots: Snapshots, ops: Operations | None = None) -> None:
+    def __init__(self, snapshots: Snapshots, ops: Operations | None = None,
+                 replicator: Replicator | None = None) -> None:
         self.snapshots = snapshots
         self.ops = ops
+        self.replicator = replicator
 
     async def take(self, name: str) -> SnapshotInfo:
         assert self.ops is not None
         await self.ops.flush_all()
-        return self.snapshots.create(name)
+        info = self.snapshots.create(name)
+        if self.replicator is not None:
+            self.replicator.taken(info)
+        return info
 
     async def drop(self, name: str) -> None:
         self.snapshots.delete(name)
+        if self.replicator is not None:
+            self.replicator.deleted(name)
 
     async def run(self, request: dict[str, Any]) -> dict[str, Any]:
         """A control-file request: commit buffered writes, execute, refresh the kernel's view."""
@@ -53,6 +61,10 @@ class SnapshotService:
             op = request.get("op")
             if op == "snapshot.delete":
                 _forget_name(SNAPDIR_INO, request["name"])
+                if self.replicator is not None:
+                    self.replicator.deleted(request["name"])
+            elif op == "snapshot.create" and self.replicator is not None:
+                self.replicator.taken(self.snapshots.get(answer["result"]["name"]))
             elif op == "snapshot.restore":
                 result = answer["result"]
                 for name in result["changed"]:
@@ -65,7 +77,8 @@ class SnapshotService:
         cache = self.snapshots.ns.chunks.cache
         numbers.update(pid=os.getpid(), open_files=len(self.snapshots.ns.files),
                        chunk_cache_bytes=cache.bytes, chunk_cache_hits=cache.hits,
-                       chunk_cache_misses=cache.misses)
+                       chunk_cache_misses=cache.misses,
+                       replication=self.replicator.status() if self.replicator else {})
         return numbers
 
     async def auto_snapshots(self, options: MountOptions) -> None:
@@ -75,7 +88,7 @@ class SnapshotService:
             try:
                 await self.take(auto_name(time.time()))
                 for name in to_prune((info.name for info in self.snapshots.list()), options.keep):
-                    self.snapshots.delete(name)
+                    await self.drop(name)
                     _forget_name(SNAPDIR_INO, name)
             except (FsError, StoreError) as exc:  # e.g. a full disk: try again next time
                 log.error("automatic snapshot: %s", exc)

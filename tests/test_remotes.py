@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
+import shutil
 import subprocess
 import threading
 from pathlib import Path
@@ -11,7 +13,8 @@ from pathlib import Path
 import lmdb
 import pytest
 
-from conftest import maiffs, mount_session
+from conftest import maiffs, make_mount, mount_session
+from fsutil import wait_for
 from maiffs.errors import FsError, StoreError
 from maiffs.namespace import Namespace
 from maiffs.remotes.dirremote import DirRemote
@@ -278,3 +281,45 @@ def test_verify_reports_and_repairs_both_sides(tmp_path):
         assert maiffs("fsck", a.store, check=False).returncode == 0
         a.mount()
         assert (a.path / "data.bin").read_bytes() == data
+
+
+def test_replicate_pushes_every_new_snapshot_and_shows_the_lag(tmp_path):
+    remote = tmp_path / "remote"
+    base = tmp_path / "a"
+    base.mkdir()
+    m = make_mount(base, ["replicate=off", "snapshot_every=1s,keep=last:3"])
+    maiffs("remote", "add", m.store, "off", remote)
+    m.mount()
+    try:
+        (m.path / "f").write_text("one")
+        os.mkdir(m.path / ".snapshots" / "manual")
+        wait_for(lambda: "manual" in _refs(remote), "the manual snapshot reaches the remote")
+        wait_for(lambda: any(n.startswith("auto-") for n in _refs(remote)), "an automatic one too")
+        status = json.loads(maiffs("stat", "--json", m.path).stdout)["replication"]["off"]
+        assert status["last_error"] is None and status["lag_seconds"] < 30
+        m.unmount()
+        shutil.rmtree(remote)
+        remote.write_text("not a directory: pushes fail")
+        m.mount()
+        os.mkdir(m.path / ".snapshots" / "while-broken")
+        wait_for(lambda: _replication(m)["last_error"], "the failure shows")
+        assert "while-broken" in _replication(m)["pending"]
+        out = maiffs("umount", m.path).stdout
+        assert "replication to off not finished" in out
+        remote.unlink()
+        m.mount()  # what the remote lacks is pushed at mount
+        wait_for(lambda: "while-broken" in _refs(remote), "pending snapshots pushed after remount")
+        clone = tmp_path / "clone"
+        maiffs("clone", remote, clone)
+        assert maiffs("fsck", clone, check=False).returncode == 0
+    finally:
+        m.cleanup()
+
+
+def _refs(remote: Path) -> list[str]:
+    folder = remote / "refs" / "snapshots"
+    return os.listdir(folder) if folder.is_dir() else []
+
+
+def _replication(m) -> dict:
+    return json.loads(maiffs("stat", "--json", m.path).stdout)["replication"]["off"]
