@@ -253,18 +253,22 @@ def log_cmd(path: str, as_json: bool) -> None:
 
 @cli.group()
 def remote() -> None:
-    """Remotes of a store: places to push snapshots to and pull them from (directories so far)."""
+    """Remotes of a store: places to push snapshots to and pull them from."""
 
 
 @remote.command("add")
 @click.argument("store", type=click.Path())
 @click.argument("name")
 @click.argument("url")
-def remote_add(store: str, name: str, url: str) -> None:
-    """Add remote NAME at URL (/path or file:///path)."""
+@click.option("--endpoint", metavar="URL", help="The S3 endpoint of an s3:// remote.")
+def remote_add(store: str, name: str, url: str, endpoint: str | None) -> None:
+    """Add remote NAME at URL: a directory (/path, file:///path) or a bucket
+    (s3://BUCKET/PREFIX; credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or boto3's
+    files, never stored here)."""
     path = resolve_store(store)
     Store.open(path, readonly=True).env.close()  # only in a store
-    remotes.directory_of(url)
+    url = remotes.with_endpoint(url, endpoint)
+    remotes.check_url(url)
     known = remotes.load(path)
     if name in known:
         raise StoreError(f"remote {name!r} exists ({known[name]})")

@@ -185,7 +185,9 @@ def test_two_stores_push_to_one_remote_at_once(tmp_path):
 def test_remote_commands_refuse_bad_input(tmp_path):
     maiffs("mkfs", tmp_path / "s")
     for args, words in [
-        (("remote", "add", tmp_path / "s", "x", "s3://bucket/prefix"), "only directories"),
+        (("remote", "add", tmp_path / "s", "x", "s3:///no-bucket"), "names no bucket"),
+        (("remote", "add", tmp_path / "s", "x", "ftp://host/dir"), "a remote is a directory"),
+        (("remote", "add", tmp_path / "s", "x", "/abs", "--endpoint", "http://h"), "goes with s3"),
         (("remote", "add", tmp_path / "s", "x", "relative/dir"), "absolute"),
         (("remote", "add", tmp_path / "plain", "x", "/abs"), "is not a maiffs store"),
         (("push", tmp_path / "s", "nope"), "no remote named"),

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, urlencode, urlparse
 
 from maiffs.errors import StoreError
+from maiffs.remotes.base import Remote
 from maiffs.remotes.dirremote import DirRemote
+from maiffs.remotes.s3remote import S3Remote
 
 CONFIG_NAME = "remotes.json"
 
@@ -43,6 +45,31 @@ def save(store: str, remotes: dict[str, str]) -> None:
     os.rename(tmp, _path(store))
 
 
+def check_url(url: str) -> None:
+    """Refuse a URL no remote can be made of (before it is saved)."""
+    if urlparse(url).scheme == "s3":
+        _s3_parts(url)
+    else:
+        directory_of(url)
+
+
+def _s3_parts(url: str) -> tuple[str, str, str | None]:
+    parsed = urlparse(url)
+    if not parsed.netloc:
+        raise StoreError(f"remote URL {url!r}: s3://BUCKET[/PREFIX] names no bucket")
+    endpoint = parse_qs(parsed.query).get("endpoint", [None])[0]
+    return parsed.netloc, parsed.path, endpoint
+
+
+def with_endpoint(url: str, endpoint: str | None) -> str:
+    """An s3:// URL carrying the endpoint to reach (`remote add --endpoint`)."""
+    if endpoint is None:
+        return url
+    if urlparse(url).scheme != "s3":
+        raise StoreError("--endpoint goes with s3:// URLs")
+    return f"{url}?{urlencode({'endpoint': endpoint})}"
+
+
 def directory_of(url: str) -> str:
     """The local path of a directory remote's URL; StoreError for anything else."""
     parsed = urlparse(url)
@@ -51,11 +78,13 @@ def directory_of(url: str) -> str:
         if not os.path.isabs(path):
             raise StoreError(f"remote directory {url!r} must be an absolute path")
         return path
-    raise StoreError(f"remote URL {url!r}: only directories (/path or file:///path) are supported "
-                     f"so far")
+    raise StoreError(f"remote URL {url!r}: a remote is a directory (/path, file:///path) or a "
+                     f"bucket (s3://BUCKET/PREFIX)")
 
 
-def open_remote(url: str) -> DirRemote:
+def open_remote(url: str) -> Remote:
+    if urlparse(url).scheme == "s3":
+        return S3Remote(*_s3_parts(url))
     return DirRemote(directory_of(url))
 
 

@@ -13,7 +13,7 @@ import errno
 from dataclasses import dataclass
 
 from maiffs.errors import FsError
-from maiffs.remotes.dirremote import DirRemote
+from maiffs.remotes.base import Remote
 from maiffs.snapshots.manager import Snapshots, name_key
 from maiffs.snapshots.objects import TreeObject, object_id
 from maiffs.store.env import Txn
@@ -31,7 +31,7 @@ class TransferStats:
                 "bytes": self.bytes}
 
 
-def push(snapshots: Snapshots, remote: DirRemote, names: list[str] | None = None) -> TransferStats:
+def push(snapshots: Snapshots, remote: Remote, names: list[str] | None = None) -> TransferStats:
     """Send the named snapshots (default: all) with the objects and chunks the remote lacks."""
     infos = [snapshots.get(n) for n in names] if names else snapshots.list()
     stats = TransferStats()
@@ -44,7 +44,7 @@ def push(snapshots: Snapshots, remote: DirRemote, names: list[str] | None = None
     return stats
 
 
-def _push_tree(txn: Txn, snapshots: Snapshots, remote: DirRemote, root: bytes, sent: set[bytes],
+def _push_tree(txn: Txn, snapshots: Snapshots, remote: Remote, root: bytes, sent: set[bytes],
                stats: TransferStats) -> None:
     stack: list[tuple[bytes, bool]] = [(root, False)]
     while stack:
@@ -70,7 +70,7 @@ def _push_tree(txn: Txn, snapshots: Snapshots, remote: DirRemote, root: bytes, s
         stack.extend((child, False) for _name, child in obj.entries)
 
 
-def pull(snapshots: Snapshots, remote: DirRemote, names: list[str] | None = None) -> TransferStats:
+def pull(snapshots: Snapshots, remote: Remote, names: list[str] | None = None) -> TransferStats:
     """Bring the named snapshots (default: all the remote has) into the store, in one
     transaction; a snapshot already here with the same root is skipped, with another root it
     is refused (EEXIST)."""
@@ -95,7 +95,7 @@ def pull(snapshots: Snapshots, remote: DirRemote, names: list[str] | None = None
     return stats
 
 
-def _pull_tree(txn: Txn, snapshots: Snapshots, remote: DirRemote, root: bytes,
+def _pull_tree(txn: Txn, snapshots: Snapshots, remote: Remote, root: bytes,
                stats: TransferStats) -> None:
     """Store root's tree from the remote (what is missing here); returns holding one reference
     to root, which the new snapshot record takes."""

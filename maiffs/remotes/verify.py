@@ -11,7 +11,7 @@ import random
 from dataclasses import asdict, dataclass
 
 from maiffs.errors import CorruptChunk, StoreError
-from maiffs.remotes.dirremote import DirRemote
+from maiffs.remotes.base import Remote
 from maiffs.snapshots.objects import TreeObject, object_id
 from maiffs.store.chunks import REF_RECORD, ChunkStore, decode_chunk
 from maiffs.store.env import Store, Txn
@@ -72,7 +72,7 @@ def _chunk_problem(txn: Txn, cid: bytes) -> str | None:
     return None
 
 
-def remote_damage(remote: DirRemote, name: str, sample: float = 1.0,
+def remote_damage(remote: Remote, name: str, sample: float = 1.0,
                   seed: int | None = None) -> Report:
     """Every object and chunk the remote's snapshots need (or a sample) that is missing there
     or fails its id. Objects are walked from the refs; a bad object hides its subtree."""
@@ -111,7 +111,7 @@ def remote_damage(remote: DirRemote, name: str, sample: float = 1.0,
     return Report(checked, problems)
 
 
-def repair_remote(store: Store, remote: DirRemote, problems: list[Problem]) -> None:
+def repair_remote(store: Store, remote: Remote, problems: list[Problem]) -> None:
     """Rewrite the remote's bad copies from good local ones (remote files are replaced whole)."""
     with store.read() as txn:
         for p in problems:
@@ -127,7 +127,7 @@ def repair_remote(store: Store, remote: DirRemote, problems: list[Problem]) -> N
                     p.repaired = True
 
 
-def repair_local(store: Store, remotes: dict[str, DirRemote], problems: list[Problem]) -> None:
+def repair_local(store: Store, remotes: dict[str, Remote], problems: list[Problem]) -> None:
     """Replace the store's bad chunks with good copies from remotes (the store must be ours:
     unmounted, its lock held by the caller). Bad local objects are fsck's to repair."""
     def txn_fn(txn: Txn) -> list[Problem]:
