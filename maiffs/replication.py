@@ -36,6 +36,8 @@ class Replicator:
         self.pending: dict[str, dict[str, int]] = {name: {} for name in names}
         self.errors: dict[str, str] = {}
         self.wake = trio.Event()
+        snapshots.created_hooks.append(self.taken)
+        snapshots.deleted_hooks.append(self.deleted)
 
     def start(self) -> None:
         """What each remote lacks now (a previous mount may have been cut short)."""

@@ -38,38 +38,27 @@ class SnapshotService:
         self.snapshots = snapshots
         self.ops = ops
         self.replicator = replicator
+        # however a snapshot goes (rmdir, the CLI, pruning), the kernel's entry for it goes too
+        snapshots.deleted_hooks.append(lambda name: _forget_name(SNAPDIR_INO, name))
 
     async def take(self, name: str) -> SnapshotInfo:
         assert self.ops is not None
         await self.ops.flush_all()
-        info = self.snapshots.create(name)
-        if self.replicator is not None:
-            self.replicator.taken(info)
-        return info
+        return self.snapshots.create(name)
 
     async def drop(self, name: str) -> None:
         self.snapshots.delete(name)
-        if self.replicator is not None:
-            self.replicator.deleted(name)
 
     async def run(self, request: dict[str, Any]) -> dict[str, Any]:
         """A control-file request: commit buffered writes, execute, refresh the kernel's view."""
         assert self.ops is not None
         await self.ops.flush_all()
         answer = execute(self.snapshots, request)
-        if answer.get("ok"):
-            op = request.get("op")
-            if op == "snapshot.delete":
-                _forget_name(SNAPDIR_INO, request["name"])
-                if self.replicator is not None:
-                    self.replicator.deleted(request["name"])
-            elif op == "snapshot.create" and self.replicator is not None:
-                self.replicator.taken(self.snapshots.get(answer["result"]["name"]))
-            elif op == "snapshot.restore":
-                result = answer["result"]
-                for name in result["changed"]:
-                    _forget_name(result["parent"], name)
-                _forget_attributes(result["parent"])
+        if answer.get("ok") and request.get("op") == "snapshot.restore":
+            result = answer["result"]
+            for name in result["changed"]:
+                _forget_name(result["parent"], name)
+            _forget_attributes(result["parent"])
         return answer
 
     def stats(self) -> dict[str, Any]:
@@ -89,7 +78,6 @@ class SnapshotService:
                 await self.take(auto_name(time.time()))
                 for name in to_prune((info.name for info in self.snapshots.list()), options.keep):
                     await self.drop(name)
-                    _forget_name(SNAPDIR_INO, name)
             except (FsError, StoreError) as exc:  # e.g. a full disk: try again next time
                 log.error("automatic snapshot: %s", exc)
 

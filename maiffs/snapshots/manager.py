@@ -15,7 +15,7 @@ import errno
 import os
 import stat
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from maiffs.errors import FsError
@@ -71,6 +71,9 @@ class Snapshots:
         self.store = ns.store
         self.objects = Objects(ns.chunks)
         self._by_number: dict[int, SnapshotInfo] | None = None
+        #: called after a snapshot was taken / deleted (replication, the kernel's caches)
+        self.created_hooks: list[Callable[[SnapshotInfo], None]] = []
+        self.deleted_hooks: list[Callable[[str], None]] = []
 
     # -- records ---------------------------------------------------------------------------
     def list(self) -> list[SnapshotInfo]:
@@ -105,6 +108,8 @@ class Snapshots:
         info = self.store.write(txn_fn)
         self._by_number = None
         self.store.sync()
+        for hook in self.created_hooks:
+            hook(info)
         return info
 
     def record(self, txn: Txn, name: str, root: bytes, created_ns: int) -> SnapshotInfo:
@@ -133,6 +138,8 @@ class Snapshots:
         self.store.write(txn_fn)
         self._by_number = None
         self.store.sync()
+        for hook in self.deleted_hooks:
+            hook(name)
 
     def live_root(self) -> bytes:
         """The root object of the live tree (built as a snapshot would, without recording one)."""
