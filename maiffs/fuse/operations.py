@@ -122,12 +122,14 @@ class Operations(pyfuse3.Operations):
         self._remember(inode.ino)
         return entry_attributes(inode)
 
-    def _refuse_virtual(self, parent: int, name: bytes | None = None) -> None:
-        """Refuse changes inside virtual trees, and new live names that would hide one."""
+    def _refuse_virtual(self, parent: int, name: bytes | None = None,
+                        reserved: int = errno.EEXIST) -> None:
+        """Refuse changes inside virtual trees, and changes to the live root's hidden names
+        (with reserved: EEXIST for making one, EBUSY for removing or renaming one)."""
         if self._tree(parent) is not None:
             raise FsError(errno.EROFS)
         if parent == ROOT_INO and name in self.hidden:
-            raise FsError(errno.EEXIST, f"{name!r} is reserved for maiffs")
+            raise FsError(reserved, f"{name!r} belongs to maiffs")
 
     async def _flush_locked(self, ino: int, final: bool) -> None:
         job = self.ns.begin_flush(ino, final)
@@ -285,17 +287,14 @@ class Operations(pyfuse3.Operations):
         if tree is not None:
             await tree.rmdir(parent_inode, name)
             return
-        if parent_inode == ROOT_INO and name in self.hidden:
-            raise FsError(errno.EBUSY, f"{name!r} belongs to maiffs")
+        self._refuse_virtual(parent_inode, name, errno.EBUSY)
         self.ns.rmdir(parent_inode, name)
 
     @_errors
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
                      name_new: bytes, flags: int, ctx: pyfuse3.RequestContext) -> None:
         for parent, name in ((parent_inode_old, name_old), (parent_inode_new, name_new)):
-            self._refuse_virtual(parent)
-            if parent == ROOT_INO and name in self.hidden:
-                raise FsError(errno.EBUSY, f"{name!r} belongs to maiffs")
+            self._refuse_virtual(parent, name, errno.EBUSY)
         try:
             self.ns.rename(parent_inode_old, name_old, parent_inode_new, name_new,
                            noreplace=bool(flags & pyfuse3.RENAME_NOREPLACE),
