@@ -1,15 +1,20 @@
 """The benchmark harness still runs: `python -m contrib.bench --quick` measures all three targets,
-the snapshot part (a small tree on maiffs, against cp -a) and the zip part (maiffs's X.zip#
-next to ratarmount and fuse-zip, which may be missing: their cells are then n/a with a reason).
+the snapshot part (a small tree on maiffs, against cp -a), the zip part (maiffs's X.zip#
+next to ratarmount and fuse-zip, which may be missing: their cells are then n/a with a reason)
+and the remotes part (push and clone to a directory and to a Ceph RADOS Gateway, next to rclone,
+cp -a and boto3; without rclone or Ceph those cells are n/a with a reason).
 
 Only that it works end to end is checked (a table, positive numbers, nothing left mounted), never
 how fast anything is: timings on a shared CI machine are not something a test can assert.
 """
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 TARGETS = ("memfs", "plain", "maiffs")
@@ -65,5 +70,38 @@ def test_quick_bench_reports_all_targets(tmp_path: Path) -> None:
     zip_lines = [line for line in done.stdout.splitlines() if line.startswith(("small: ", "large: "))]
     assert len(zip_lines) == 10 and "maiffs÷ratarmount" in done.stdout and "maiffs÷fuse-zip" in done.stdout
 
+    remotes = report["remotes"]
+    assert remotes is not None and [d["key"] for d in remotes["datasets"]] == ["big", "small"]
+    rows = {(row["destination"], row["dataset"], row["step"]): row for row in remotes["rows"]}
+    assert set(rows) == {(dest, data, step) for dest in ("dir", "s3") for data in ("big", "small")
+                         for step in ("push", "pull", "repush")}
+    for key, row in rows.items():
+        for subject, result in row["results"].items():
+            if result is None:  # only rclone not installed, or S3 without Ceph: n/a with the reason
+                assert row["not_available"].get(subject) and (subject == "rclone" or key[0] == "s3"), (key, subject)
+            else:
+                assert result["median"] > 0 and row["bytes"][subject] > 0, (key, subject)
+    for data in ("big", "small"):  # the second push sends no more than the first
+        assert 0 < rows[("dir", data, "repush")]["bytes"]["maiffs"] <= rows[("dir", data, "push")]["bytes"]["maiffs"]
+    assert "directory remote (local disk)" in done.stdout and "S3 bucket" in done.stdout
+
     leftovers = [p for p in tmp_path.iterdir() if p.name.startswith("maiffs-bench-")]
     assert leftovers == [], "the harness left its work directory (and maybe a mount) behind"
+
+
+def test_quick_remotes_without_ceph_or_rclone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the Ceph packages and rclone, their cells are n/a with the reason, and the rest runs."""
+    from contrib import ceph_rgw
+    from contrib.bench import cli
+
+    monkeypatch.setattr(ceph_rgw, "missing_commands", lambda: ["ceph-mon"])
+    monkeypatch.setattr(signal, "signal", lambda signum, handler: None)  # main's SIGTERM handler
+    out = tmp_path / "latest.json"
+    assert cli.main(["--quick", "--only", "remotes", "--rclone", "no-such-rclone", "--json", str(out),
+                     "--workdir", str(tmp_path)]) == 0
+    rows = json.loads(out.read_text())["remotes"]["rows"]
+    for row in rows:
+        expected = {"rclone", "maiffs", "boto3"} if row["destination"] == "s3" else {"rclone"}
+        assert set(row["not_available"]) == expected, row
+        assert all("not installed" in why for why in row["not_available"].values()), row
+        assert row["destination"] == "s3" or row["results"]["maiffs"]["median"] > 0

@@ -20,7 +20,7 @@ from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 
-from contrib.bench import report, snapshots, storage, workloads, zips
+from contrib.bench import remotes, report, snapshots, storage, workloads, zips
 from contrib.bench.data import LogText, RandomData
 from contrib.bench.system import drop_caches, is_mountpoint, machine_info
 from contrib.bench.targets import BenchError, MaiffsTarget, MemFsTarget, Target
@@ -28,10 +28,11 @@ from contrib.bench.workloads import MIB
 
 RESULTS = Path(__file__).with_name("results") / "latest.json"
 KIB = 1 << 10
-PARTS = ("storage", "random", "text", "small", "snapshots", "zips")
+PARTS = ("storage", "random", "text", "small", "snapshots", "zips", "remotes")
 QUICK = {"seq_mib": 16, "text_mib": 16, "files": 200, "files_per_dir": 50, "reps": 1,
          "snap_files": 300, "log_sample_mib": 0,
-         "zip_members": 500, "zip_large_members": 2, "zip_large_mib": 2, "tree": str(Path(sysconfig.get_paths()["stdlib"]) / "json")}
+         "zip_members": 500, "zip_large_members": 2, "zip_large_mib": 2,
+         "tree": str(Path(sysconfig.get_paths()["stdlib"]) / "json"), "remote_mib": 4, "remote_files": 200}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -66,6 +67,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ratarmount", default="ratarmount",
                    help="ratarmount command (looked up beside this Python, then on PATH)")
     p.add_argument("--fuse-zip", default="fuse-zip", help="fuse-zip command")
+    p.add_argument("--remote-mib", type=int, default=1024,
+                   help="size of the incompressible file pushed and pulled by the remotes part")
+    p.add_argument("--remote-files", type=int, default=10_000,
+                   help="small files (--file-size bytes, --files-per-dir per directory) pushed and pulled")
+    p.add_argument("--remote-reps", type=int, default=None,
+                   help="repetitions of the push and pull timings (default: --reps)")
+    p.add_argument("--rclone", default="rclone", help="rclone command (the remotes part's baseline)")
     p.add_argument("--only", action="append", choices=PARTS,
                    help="run only these parts (repeatable; default: all)")
     p.add_argument("--maiffs-options", default="", metavar="OPT[,OPT...]",
@@ -109,11 +117,11 @@ def measure_storage(args: argparse.Namespace, plain: Target, maiffs: MaiffsTarge
 
 
 def run_all(args: argparse.Namespace, workdir: Path, say: Progress
-            ) -> tuple[workloads.Results, list[storage.StorageItem],
-                       snapshots.SnapshotResults | None, zips.ZipResults | None]:
+            ) -> tuple[workloads.Results, list[storage.StorageItem], snapshots.SnapshotResults | None,
+                       zips.ZipResults | None, remotes.RemoteResults | None]:
     parts = set(args.only or PARTS)
-    results, stored, snaps, zipped = workloads.Results(), [], None, None
-    if parts - {"snapshots", "zips"}:
+    results, stored, snaps, zipped, remoted = workloads.Results(), [], None, None, None
+    if parts - {"snapshots", "zips", "remotes"}:
         stored = run_targets(args, workdir, parts, results, say)
     if "snapshots" in parts:  # on a maiffs mount and store of its own, after the others are gone
         snaps = snapshots.run(args, workdir, say)
@@ -121,7 +129,10 @@ def run_all(args: argparse.Namespace, workdir: Path, say: Progress
     if "zips" in parts:  # likewise, with ratarmount and fuse-zip mounts beside it
         zipped = zips.run(args, workdir, say)
         results.problems.extend(zipped.problems)
-    return results, stored, snaps, zipped
+    if "remotes" in parts:  # likewise, with a Ceph RADOS Gateway started for it
+        remoted = remotes.run(args, workdir, say)
+        results.problems.extend(remoted.problems)
+    return results, stored, snaps, zipped, remoted
 
 
 def run_targets(args: argparse.Namespace, workdir: Path, parts: set[str], results: workloads.Results,
@@ -172,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         say("warning: cannot write /proc/sys/vm/drop_caches (not root?): cold reads of the plain "
             "dir and memfs come from the page cache")
     try:
-        results, stored, snaps, zipped = run_all(args, workdir, say)
+        results, stored, snaps, zipped, remoted = run_all(args, workdir, say)
     except BenchError as exc:
         say(f"error: {exc}")
         return 2
@@ -189,9 +200,11 @@ def main(argv: list[str] | None = None) -> int:
         tables.append("\n".join([report.snapshot_table(snaps), *report.snapshot_targets(snaps)]))
     if zipped:
         tables.append(report.zip_table(zipped))
+    if remoted:
+        tables.append(report.remote_tables(remoted))
     print("\n\n".join(tables))
     for problem in results.problems:
         print(f"PROBLEM: {problem}")
-    report.write_json(args.json, report.to_json(results, stored, meta, snaps, zipped))
+    report.write_json(args.json, report.to_json(results, stored, meta, snaps, zipped, remoted))
     say(f"results written to {args.json}")
     return 1 if results.problems else 0

@@ -35,13 +35,19 @@ class Sample:
 def timed(target: Target, operation: Callable[[], float]) -> Sample:
     """Run operation (which returns the amount it moved) and time it and the daemon's CPU."""
     pid = target.daemon_pid()
-    drops_before, cpu_before = cache_drops(), cpu_seconds(pid)
+    return timed_cpu(lambda: cpu_seconds(pid), operation)
+
+
+def timed_cpu(cpu: Callable[[], float | None], operation: Callable[[], float]) -> Sample:
+    """Like timed, with the CPU time that counts read by cpu() (for work done by a client
+    process rather than by a mount's daemon)."""
+    drops_before, cpu_before = cache_drops(), cpu()
     start = time.perf_counter()
     amount = operation()
     seconds = time.perf_counter() - start
-    cpu_after, drops_after = cpu_seconds(pid), cache_drops()
-    cpu = cpu_after - cpu_before if cpu_before is not None and cpu_after is not None else None
-    return Sample(seconds, amount, cpu, drops_after - drops_before)
+    cpu_after, drops_after = cpu(), cache_drops()
+    used = cpu_after - cpu_before if cpu_before is not None and cpu_after is not None else None
+    return Sample(seconds, amount, used, drops_after - drops_before)
 
 
 @dataclass

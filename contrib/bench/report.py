@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from contrib.bench.measure import Summary
+from contrib.bench.remotes import DESTINATIONS, PUSH, REPUSH, STEPS, Destination, RemoteResults, Step
 from contrib.bench.snapshots import CP_MAIFFS, CP_PLAIN, ORDER, TARGET_FILES, Case, SnapshotResults
 from contrib.bench.storage import StorageItem
 from contrib.bench.workloads import MIB, Results, Workload
@@ -261,9 +262,105 @@ def zips_json(zips: ZipResults) -> dict[str, Any]:
     }
 
 
+def _remote_cell(remotes: RemoteResults, dest: Destination, data: str, step: Step, subject: str) -> str:
+    """Median seconds ±half the range in %, and for a whole push or pull the median MiB/s of
+    the dataset; * if disturbed; n/a when there is no number."""
+    summary = remotes.summary(dest.key, data, step.key, subject)
+    if summary is None:
+        return "n/a"
+    text = f"{_number(summary.median, 'time')} s"
+    if len(summary.samples) > 1:
+        text += f" ±{summary.spread_pct / 2:.0f}%"
+    if step is not REPUSH:
+        rate = remotes.summary(dest.key, data, step.key, subject, "rate")
+        text += f" ({_number(rate.median, 'rate')} MiB/s)" if rate else ""
+    return text + "*" * bool(summary.disturbed)
+
+
+def _moved_cell(remotes: RemoteResults, dest: Destination, data: str, step: Step, subject: str) -> str:
+    """Bytes sent (pull: received); after the change also as a share of the first push's."""
+    moved = remotes.bytes_moved(dest.key, data, step.key, subject)
+    if moved is None:
+        return "-"
+    first = remotes.bytes_moved(dest.key, data, PUSH.key, subject)
+    share = f" ({moved / first * 100:.1f}% of the 1st)" if step is REPUSH and first else ""
+    return _bytes(moved) + share
+
+
+def _remote_ratios(remotes: RemoteResults, dest: Destination, data: str, step: Step) -> list[float | None]:
+    """maiffs's median time ÷ each baseline's (rclone, then the plain copy)."""
+    maiffs = remotes.summary(dest.key, data, step.key, "maiffs")
+    return [_ratio(maiffs, remotes.summary(dest.key, data, step.key, other)) for other in dest.subjects[1:]]
+
+
+def remote_tables(remotes: RemoteResults) -> str:
+    """A table per destination, a row per dataset and step: each subject's time and MiB/s,
+    maiffs ÷ each baseline (below 1: maiffs is faster), the bytes each moved, maiffs's CPU;
+    then the data, the setup, the tools and why a cell is n/a."""
+    blocks, disturbed = [], False
+    for dest in DESTINATIONS:
+        others = dest.subjects[1:]
+        header = [dest.label, *dest.subjects, *(f"maiffs÷{s}" for s in others),
+                  *(f"bytes {s}" for s in dest.subjects), "CPU maiffs"]
+        rows = []
+        for data in remotes.datasets:
+            for step in STEPS:
+                maiffs = remotes.summary(dest.key, data.key, step.key, "maiffs")
+                rows.append([f"{data.label}: {step.label}",
+                             *(_remote_cell(remotes, dest, data.key, step, s) for s in dest.subjects),
+                             *(_optional(r, ".2f") for r in _remote_ratios(remotes, dest, data.key, step)),
+                             *(_moved_cell(remotes, dest, data.key, step, s) for s in dest.subjects),
+                             _optional(maiffs.daemon_cores if maiffs else None, ".2f")])
+            disturbed = disturbed or any(cell.endswith("*") for row in rows for cell in row)
+        blocks.append(_render(header, rows, right_from=1))
+    lines = ["\n\n".join(blocks),
+             "s: median seconds ± half the range (MiB/s of the dataset); ÷: maiffs's time over the "
+             "other's; bytes: sent (pull: received); CPU maiffs: cores of the maiffs command"]
+    if disturbed:
+        lines.append("* another program dropped the page cache during a sample (a disturbance)")
+    lines.extend(data.describe() for data in remotes.datasets)
+    lines.extend(remotes.setup)
+    lines.extend(f"{tool}: {what}" for tool, what in remotes.tools.items())
+    for dest in DESTINATIONS:
+        lines.extend(f"{dest.label}: {subject}: {why}"
+                     for subject, why in remotes.unavailable.get(dest.key, {}).items())
+        lines.extend(f"{dest.label}: {subject}, {data}: {why}"
+                     for data, by in remotes.failed.get(dest.key, {}).items() for subject, why in by.items())
+    lines.extend(f"NOTE: {note}" for note in remotes.notes)
+    return "\n".join(lines)
+
+
+def remotes_json(remotes: RemoteResults) -> dict[str, Any]:
+    rows = []
+    for dest in DESTINATIONS:
+        for data in remotes.datasets:
+            for step in STEPS:
+                rates = {s: remotes.summary(dest.key, data.key, step.key, s, "rate") for s in dest.subjects}
+                ratios = _remote_ratios(remotes, dest, data.key, step)
+                rows.append({
+                    "destination": dest.key, "dataset": data.key, "step": step.key,
+                    "label": f"{dest.label}: {data.label}: {step.label}", "unit": "s",
+                    "baseline": dest.baseline,
+                    "results": {s: asdict(x) if (x := remotes.summary(dest.key, data.key, step.key, s))
+                                else None for s in dest.subjects},
+                    "mib_per_s": {s: r.median if r else None for s, r in rates.items()},
+                    "bytes": {s: remotes.bytes_moved(dest.key, data.key, step.key, s) for s in dest.subjects},
+                    "not_available": {s: why for s in dest.subjects
+                                      if (why := remotes.reason(dest.key, data.key, s))},
+                    "maiffs_to_rclone": ratios[0], "maiffs_to_baseline": ratios[1],
+                })
+    return {
+        "datasets": [{"key": d.key, "label": d.label, "files": d.files, "logical_bytes": d.logical_bytes,
+                      "change_writes": len(d.writes), "changed_files": len(d.changed),
+                      "changed_bytes": d.changed_bytes, "make_seconds": d.make_seconds}
+                     for d in remotes.datasets],
+        "tools": remotes.tools, "setup": remotes.setup, "rows": rows, "notes": remotes.notes,
+    }
+
+
 def to_json(results: Results, storage: list[StorageItem], meta: dict[str, Any],
             snapshots: SnapshotResults | None = None,
-            zips: ZipResults | None = None) -> dict[str, Any]:
+            zips: ZipResults | None = None, remotes: RemoteResults | None = None) -> dict[str, Any]:
     workloads = []
     for key, workload in results.workloads.items():
         summaries = {t: results.summary(key, t) for t in TARGETS}
@@ -285,6 +382,7 @@ def to_json(results: Results, storage: list[StorageItem], meta: dict[str, Any],
                     for item in storage],
         "snapshots": snapshots_json(snapshots) if snapshots else None,
         "zips": zips_json(zips) if zips else None,
+        "remotes": remotes_json(remotes) if remotes else None,
         "problems": results.problems,
     }
 
