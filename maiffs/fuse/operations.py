@@ -24,7 +24,7 @@ from typing import Any
 import pyfuse3
 import trio
 
-from maiffs.errors import FsError, StoreError
+from maiffs.errors import CorruptChunk, FsError, StoreError
 from maiffs.fuse.attrs import entry_attributes
 from maiffs.namespace import ROOT_INO, Namespace
 from maiffs.namespace.virtual import VIRTUAL_BASE, VirtualTree
@@ -357,7 +357,11 @@ class Operations(pyfuse3.Operations):
         if virtual is not None:
             tree, ino, state = virtual
             return tree.read(ino, state, off, size)
-        return self.ns.read(self.handles[fh], off, size)
+        try:
+            return self.ns.read(self.handles[fh], off, size)
+        except CorruptChunk as exc:  # the log names the file, not only the chunk
+            log.error("read of %s at offset %d: %s", self.ns.path_of(self.handles[fh]), off, exc)
+            raise pyfuse3.FUSEError(errno.EIO) from None
 
     @_errors
     async def write(self, fh: int, off: int, buf: bytes) -> int:

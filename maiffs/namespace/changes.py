@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from maiffs.namespace.records import backlink_key, ino_key, key_ino
+from maiffs.namespace.records import ROOT_INO, backlink_key, ino_key, key_ino
 from maiffs.store.env import Txn
 
 
@@ -31,6 +31,20 @@ def parents(txn: Txn, ino: int) -> Iterator[int]:
     """The directories that have an entry for ino (one per hard link)."""
     for key, _value in txn.prefix_items("backlinks", ino_key(ino)):
         yield key_ino(key, 8)
+
+
+def path_of(txn: Txn, ino: int) -> bytes:
+    """One path of ino from the root (via its first link at each level), for messages;
+    b"?/name" where the chain breaks (an unlinked file still open)."""
+    names: list[bytes] = []
+    while ino != ROOT_INO and len(names) < 4096:
+        link = next(iter(txn.prefix_items("backlinks", ino_key(ino))), None)
+        if link is None:
+            names.append(b"?")
+            break
+        names.append(bytes(link[0][16:]))
+        ino = key_ino(link[0], 8)
+    return b"/" + b"/".join(reversed(names))
 
 
 def add_backlink(txn: Txn, child: int, parent: int, name: bytes) -> None:

@@ -9,6 +9,7 @@ lookup counts) changes only after the commit. Callers are expected to be single-
 from __future__ import annotations
 
 import errno
+import os
 import stat
 import struct
 from collections.abc import Callable, Iterable, Iterator
@@ -19,7 +20,8 @@ import blake3
 
 from maiffs.errors import FsError
 from maiffs.namespace import acl, filedata
-from maiffs.namespace.changes import add_backlink, build_backlinks, mark_changed, remove_backlink
+from maiffs.namespace.changes import (add_backlink, build_backlinks, mark_changed, path_of,
+                                      remove_backlink)
 from maiffs.namespace.filedata import PreparedRegion, Region
 from maiffs.namespace.openfiles import FileState
 from maiffs.namespace.records import (ROOT_INO, Inode, cookie_key, decode_dirent, dirent_key,
@@ -758,6 +760,11 @@ class Namespace:
         finally:
             del self.files[ino]
             self._delete_if_unused(ino)
+
+    def path_of(self, ino: int) -> str:
+        """A path of ino inside the mount, for messages."""
+        with self.store.read() as txn:
+            return os.fsdecode(path_of(txn, ino))
 
     def read(self, ino: int, off: int, size: int) -> bytes:
         data, inode = self._read(ino, off, size)
