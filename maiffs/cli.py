@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ from maiffs import __version__, commands
 from maiffs.errors import FsError, StoreError
 from maiffs.mounts import find_mount, is_mountpoint, maiffs_mounts, path_in_mount, resolve_store
 from maiffs.options import MountOptions
+from maiffs.progress import ProgressBar
 from maiffs.remotes import config as remotes
 from maiffs.remotes import transfer
 from maiffs.remotes import verify as checks
@@ -25,6 +27,7 @@ from maiffs.store import Store
 from maiffs.store.lock import StoreLock, is_locked
 
 log = logging.getLogger("maiffs")
+QUIET_LIBRARIES = ("botocore", "boto3", "s3transfer", "urllib3")
 
 
 class _Group(click.Group):
@@ -59,6 +62,8 @@ def _log_to(store: str, foreground: bool, debug: bool) -> None:
         logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
     elif os.path.isdir(store):
         logging.basicConfig(level=level, format=fmt, filename=os.path.join(store, "maiffs.log"))
+    for chatty in QUIET_LIBRARIES:  # their debug lines carry request headers: credentials
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 def _daemonize(run: Callable[[Callable[[str | None], None]], None]) -> None:
@@ -298,49 +303,86 @@ def remote_remove(store: str, name: str) -> None:
     click.echo(f"removed remote {name}")
 
 
+def transfer_options(command: Callable[..., None]) -> Callable[..., None]:
+    """--json and --quiet, shared by the commands that move snapshots."""
+    command = click.option("--json", "as_json", is_flag=True,
+                           help="Print the result as JSON (what was moved).")(command)
+    return click.option("--quiet", "-q", is_flag=True, help="No progress display.")(command)
+
+
+def _report(verb: str, name: str, stats: transfer.TransferStats, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(stats.as_dict()))
+    else:
+        way, moved = ("to", "sent") if verb == "pushed" else ("from", "received")
+        click.echo(f"{verb} {stats.snapshots} snapshots {way} {name}: {stats.objects} objects and "
+                   f"{stats.chunks} chunks {moved} ({stats.bytes} bytes in {stats.packs} packs)")
+
+
 @cli.command()
 @click.argument("store", type=click.Path())
 @click.argument("name")
 @click.argument("snapshots", nargs=-1)
-def push(store: str, name: str, snapshots: tuple[str, ...]) -> None:
+@transfer_options
+def push(store: str, name: str, snapshots: tuple[str, ...], as_json: bool, quiet: bool) -> None:
     """Send SNAPSHOTS (default: all) to remote NAME, with only what it lacks; run it again
     after an interruption to finish."""
-    url = remotes.url_of(resolve_store(store), name)
+    remote = remotes.named_remote(resolve_store(store), name)
+    bar = ProgressBar(f"push {name}", quiet=quiet)
     with commands.reading(store) as snaps:
-        stats = transfer.push(snaps, remotes.open_remote(url), list(snapshots) or None)
-    click.echo(f"pushed {stats.snapshots} snapshots to {name}: {stats.objects} objects and "
-               f"{stats.chunks} chunks sent ({stats.bytes} bytes)")
+        stats = transfer.push(snaps, remote, list(snapshots) or None, bar)
+    bar.finish()
+    _report("pushed", name, stats, as_json)
+
+
+def _pull(store: str, url: str, label: str, names: list[str], quiet: bool) -> transfer.TransferStats:
+    """Stage what the store lacks from the remote beside it (this process waits on the network,
+    not the daemon), then bring the snapshots in from there. A staging area left by an
+    interrupted pull is reused."""
+    path = resolve_store(store)
+    remote = remotes.open_remote(url, path)
+    staging = remotes.staging_dir(path, url)
+    bar = ProgressBar(label, quiet=quiet)
+    with commands.reading(store) as snaps:
+        stats = transfer.stage(snaps, remote, remotes.open_remote(staging), names or remote.refs(), bar)
+    bar.finish()
+    stats.snapshots = commands.run(store, {"op": "pull", "url": staging, "names": names})["snapshots"]
+    shutil.rmtree(staging)
+    return stats  # what crossed the network; the snapshots that are new here
 
 
 @cli.command()
 @click.argument("store", type=click.Path())
 @click.argument("name")
 @click.argument("snapshots", nargs=-1)
-def pull(store: str, name: str, snapshots: tuple[str, ...]) -> None:
+@transfer_options
+def pull(store: str, name: str, snapshots: tuple[str, ...], as_json: bool, quiet: bool) -> None:
     """Bring SNAPSHOTS (default: all) from remote NAME into STORE's .snapshots/."""
     url = remotes.url_of(resolve_store(store), name)
-    stats = commands.run(store, {"op": "pull", "url": url, "names": list(snapshots)})
-    click.echo(f"pulled {stats['snapshots']} snapshots from {name}: {stats['objects']} objects "
-               f"and {stats['chunks']} chunks received ({stats['bytes']} bytes)")
+    _report("pulled", name, _pull(store, url, f"pull {name}", list(snapshots), quiet), as_json)
 
 
 @cli.command()
 @click.argument("url")
 @click.argument("store", type=click.Path())
-def clone(url: str, store: str) -> None:
+@transfer_options
+def clone(url: str, store: str, as_json: bool, quiet: bool) -> None:
     """Make a new store from the remote at URL: every snapshot, and the newest as the live tree."""
-    remote_dir = remotes.open_remote(url)
-    names = remote_dir.refs()
+    remotes.check_url(url)
+    names = remotes.open_remote(url).refs()
     if not names:
         raise StoreError(f"remote {url} has no snapshots")
     Store.create(store).close()
     remotes.save(store, {"origin": url})
-    commands.run(store, {"op": "pull", "url": url, "names": names})
+    stats = _pull(store, url, "clone", names, quiet)
     with commands.reading(store) as snaps:
         newest = max(snaps.list(), key=lambda info: info.created_ns).name
     commands.run(store, {"op": "snapshot.restore", "name": newest, "path": ""})
-    click.echo(f"cloned {url} into {os.path.abspath(store)}: {len(names)} snapshots, "
-               f"live tree from {newest}")
+    if as_json:
+        click.echo(json.dumps(stats.as_dict()))
+    else:
+        click.echo(f"cloned {url} into {os.path.abspath(store)}: {len(names)} snapshots "
+                   f"({stats.bytes} bytes), live tree from {newest}")
 
 
 @cli.command()
@@ -358,7 +400,7 @@ def verify(store: str, remote_names: tuple[str, ...], sample: float, repair: boo
     """Hash every object and chunk of STORE (and of remotes), report what is missing or
     corrupt where; exit 1 if anything is left unrepaired."""
     path = resolve_store(store)
-    named = {name: remotes.open_remote(remotes.url_of(path, name)) for name in remote_names}
+    named = {name: remotes.named_remote(path, name) for name in remote_names}
     with commands.reading(store) as snaps:
         report = checks.local_damage(snaps.store, sample)
         for name, remote in named.items():
@@ -392,7 +434,7 @@ def verify(store: str, remote_names: tuple[str, ...], sample: float, repair: boo
 
 
 def _all_remotes(store: str) -> dict[str, Any]:
-    return {name: remotes.open_remote(url) for name, url in remotes.load(store).items()}
+    return {name: remotes.open_remote(url, store) for name, url in remotes.load(store).items()}
 
 
 @cli.command("fsck")

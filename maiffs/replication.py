@@ -32,7 +32,7 @@ class Replicator:
     def __init__(self, snapshots: Snapshots, store_path: str, names: tuple[str, ...]) -> None:
         self.snapshots = snapshots
         self.store_path = store_path
-        self.remotes = {name: config.open_remote(config.url_of(store_path, name)) for name in names}
+        self.remotes = {name: config.named_remote(store_path, name) for name in names}
         self.pending: dict[str, dict[str, int]] = {name: {} for name in names}
         self.errors: dict[str, str] = {}
         self.wake = trio.Event()
@@ -75,8 +75,8 @@ class Replicator:
         batch = sorted(self.pending[name])
         if not batch:
             return
-        done = await trio.run_process([sys.executable, "-m", "maiffs", "push", self.store_path,
-                                       name, *batch], capture_stdout=True, capture_stderr=True,
+        done = await trio.run_process([sys.executable, "-m", "maiffs", "push", "--quiet",
+                                       self.store_path, name, *batch], capture_stdout=True, capture_stderr=True,
                                       check=False)
         if done.returncode == 0:
             for snapshot in batch:

@@ -138,3 +138,6 @@ def as_user(dir_fd: int, uid: int, gid: int, action) -> object:
 
 def failed_with(result) -> int | None:
     return result.get("errno") if isinstance(result, dict) else None
+
+
+pytest_plugins = ["remote_spots"]  # the remote fixtures (a directory, a Ceph RGW bucket)

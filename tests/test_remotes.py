@@ -1,13 +1,17 @@
-"""Directory remotes: push, pull and clone of snapshots, resumable, verified (design.md §6)."""
+"""Remotes: push, pull and clone of snapshots, resumable, verified, healed (design.md §6).
+
+Every test that takes `spot` runs twice: against a directory remote and against a bucket on a
+real Ceph RADOS Gateway (remote_spots.py).
+"""
 
 from __future__ import annotations
 
 import errno
 import json
 import os
-import shutil
+import signal
 import subprocess
-import threading
+import sys
 from pathlib import Path
 
 import lmdb
@@ -15,12 +19,7 @@ import pytest
 
 from conftest import maiffs, make_mount, mount_session
 from fsutil import wait_for
-from maiffs.errors import FsError, StoreError
-from maiffs.namespace import Namespace
-from maiffs.remotes.dirremote import DirRemote
-from maiffs.remotes.transfer import pull, push
-from maiffs.snapshots.manager import Snapshots
-from maiffs.store import Store
+from remote_spots import DirSpot, flip_byte
 
 
 def session(base: Path):
@@ -43,20 +42,25 @@ def same_tree(a: Path, b: Path) -> None:
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
 
-def test_push_then_clone_gives_the_same_tree_and_snapshots(tmp_path):
-    remote = tmp_path / "remote"
+def moved(*args: str | os.PathLike) -> dict[str, int]:
+    """What a push/pull/clone moved (its --json answer)."""
+    return json.loads(maiffs(*args, "--json").stdout)
+
+
+def test_push_then_clone_gives_the_same_tree_and_snapshots(tmp_path, spot):
     with session(tmp_path / "a") as a:
         fill(a.path, "one")
         os.mkdir(a.path / ".snapshots" / "s1")
         (a.path / "src" / "f3.txt").write_text("changed")
         os.mkdir(a.path / ".snapshots" / "s2")
-        maiffs("remote", "add", a.path, "origin", remote)
-        first = maiffs("push", a.path, "origin").stdout
-        assert "pushed 2 snapshots" in first
-        again = maiffs("push", a.path, "origin").stdout
-        assert "0 objects and 0 chunks sent (0 bytes)" in again  # only what the remote lacks
+        spot.add(a.path, "origin")
+        first = maiffs("push", a.path, "origin")
+        assert "pushed 2 snapshots" in first.stdout
+        assert "push origin [" in first.stderr  # the progress display (plain lines: no terminal)
+        again = moved("push", a.path, "origin")
+        assert again == {"snapshots": 2, "objects": 0, "chunks": 0, "bytes": 0, "packs": 0}
         clone = tmp_path / "b-store"
-        maiffs("clone", remote, clone)
+        maiffs("clone", spot.url, clone)
         (tmp_path / "b").mkdir()
         maiffs("mount", clone, tmp_path / "b")
         try:
@@ -69,141 +73,109 @@ def test_push_then_clone_gives_the_same_tree_and_snapshots(tmp_path):
         finally:
             maiffs("umount", b)
     assert maiffs("fsck", clone, check=False).returncode == 0
+    assert not (clone / "incoming").exists() or not os.listdir(clone / "incoming")
 
 
-def test_pull_into_a_mounted_store_and_push_only_changes(tmp_path):
-    remote = tmp_path / "remote"
+def test_small_files_are_packed(tmp_path, spot):
+    with session(tmp_path / "a") as a:
+        for d in range(20):
+            (a.path / f"d{d}").mkdir()
+            for i in range(250):
+                (a.path / f"d{d}" / f"f{i}").write_bytes(os.urandom(2048))
+        os.mkdir(a.path / ".snapshots" / "s")
+        spot.add(a.store, "r")
+        sent = moved("push", a.store, "r")
+    assert sent["chunks"] == 5000 and sent["objects"] == 5021  # files, directories, the root
+    assert len(spot.keys()) == 2 * sent["packs"] + 1  # each pack, its index, the ref
+    assert sent["packs"] <= 4
+    maiffs("clone", spot.url, tmp_path / "b")
+    assert maiffs("fsck", tmp_path / "b", check=False).returncode == 0
+
+
+def test_pull_into_a_mounted_store_and_push_only_changes(tmp_path, spot):
     with session(tmp_path / "a") as a, session(tmp_path / "b") as b:
         fill(a.path, "base")
         os.mkdir(a.path / ".snapshots" / "v1")
-        maiffs("remote", "add", a.store, "r", remote)
-        maiffs("remote", "add", b.store, "r", remote)
+        spot.add(a.store, "r")
+        spot.add(b.store, "r")
         maiffs("push", a.store, "r")
         assert "pulled 1 snapshots" in maiffs("pull", b.path, "r").stdout
         same_tree(a.path / ".snapshots" / "v1", b.path / ".snapshots" / "v1")
         (a.path / "src" / "f10.txt").write_text("one change")
         os.mkdir(a.path / ".snapshots" / "v2")
-        out = maiffs("push", a.store, "r", "v2").stdout
-        assert "pushed 1 snapshots" in out
-        sent = int(out.split("(")[1].split()[0])
-        assert 0 < sent < 1 << 20  # one file and the directories above it, not 3 MiB again
-        maiffs("pull", b.path, "r")
+        sent = moved("push", a.store, "r", "v2")
+        assert sent["snapshots"] == 1
+        assert 0 < sent["bytes"] < 1 << 20  # one file and the directories above it, not 3 MiB again
+        got = moved("pull", b.path, "r")
+        assert got["snapshots"] == 1 and got["bytes"] < 1 << 20
         assert (b.path / ".snapshots" / "v2" / "src" / "f10.txt").read_text() == "one change"
+        same_tree(a.path / ".snapshots" / "v2", b.path / ".snapshots" / "v2")
 
 
-def offline_snapshots(store: Path) -> tuple[Store, Snapshots]:
-    opened = Store.open(str(store))
-    return opened, Snapshots(Namespace(opened))
-
-
-def test_an_interrupted_push_finishes_when_run_again(tmp_path):
+def test_a_push_killed_half_way_finishes_when_run_again(tmp_path, spot):
     with session(tmp_path / "a") as a:
-        fill(a.path, "resume")
+        for i in range(6):
+            (a.path / f"part{i}").write_bytes(os.urandom(16 << 20))
         os.mkdir(a.path / ".snapshots" / "s")
-    store, snaps = offline_snapshots(tmp_path / "a" / "store")
-    try:
-        remote = DirRemote(str(tmp_path / "remote"))
-        calls = {"n": 0}
-        real_put = remote.put_object
-
-        def failing_put(oid: bytes, encoded: bytes) -> None:
-            calls["n"] += 1
-            if calls["n"] == 20:
-                raise OSError("the network went away")
-            real_put(oid, encoded)
-
-        remote.put_object = failing_put  # type: ignore[method-assign]
-        with pytest.raises(OSError):
-            push(snaps, remote)
-        assert remote.refs() == []  # no ref before everything it needs is there
-        remote.put_object = real_put  # type: ignore[method-assign]
-        second = push(snaps, remote)
-        assert second.objects > 0 and second.snapshots == 1
-        total = push(snaps, DirRemote(str(tmp_path / "fresh")))
-        assert second.objects == total.objects - 19  # nothing that arrived was sent again
-    finally:
-        store.close()
-    b = tmp_path / "b"
-    maiffs("clone", tmp_path / "remote", b)
-    assert maiffs("fsck", b, check=False).returncode == 0
+        spot.add(a.store, "r")
+        push = subprocess.Popen([sys.executable, "-m", "maiffs", "push", "--quiet", a.store, "r"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            wait_for(lambda: spot.keys("index/"), "the first pack reaches the remote", limit=60)
+        finally:
+            push.send_signal(signal.SIGKILL)
+            push.communicate()
+        assert spot.keys("refs/") == []  # no ref before everything it needs is there
+        arrived = len(spot.keys("index/"))
+        second = moved("push", a.store, "r")
+        assert second["snapshots"] == 1
+        assert second["bytes"] <= (96 << 20) - arrived * (15 << 20)  # nothing that arrived went again
+        maiffs("clone", spot.url, tmp_path / "b-store")
+        (tmp_path / "b").mkdir()
+        maiffs("mount", tmp_path / "b-store", tmp_path / "b")
+        try:
+            same_tree(a.path, tmp_path / "b")
+        finally:
+            maiffs("umount", tmp_path / "b")
 
 
-def test_a_corrupt_remote_object_is_refused_and_nothing_changes(tmp_path):
+def test_a_corrupt_remote_pack_is_refused_and_nothing_changes(tmp_path, spot):
     with session(tmp_path / "a") as a:
-        fill(a.path, "corrupt")
+        (a.path / "data.bin").write_bytes(os.urandom(2 << 20))
         os.mkdir(a.path / ".snapshots" / "s")
-        maiffs("remote", "add", a.store, "r", tmp_path / "remote")
+        spot.add(a.store, "r")
         maiffs("push", a.store, "r")
-    victim = next(p for p in (tmp_path / "remote" / "chunks").rglob("*") if p.is_file())
-    data = bytearray(victim.read_bytes())
-    data[-1] ^= 0xFF
-    victim.write_bytes(bytes(data))
+    data_pack = max(spot.keys("packs/"), key=lambda k: len(spot.read(k)))
+    flip_byte(spot, data_pack, 1 << 20)
     maiffs("mkfs", tmp_path / "b")
-    store, snaps = offline_snapshots(tmp_path / "b")
-    try:
-        with pytest.raises(FsError):
-            pull(snaps, DirRemote(str(tmp_path / "remote")))
-        assert snaps.list() == [] and store.stats()["chunks"] == 0
-    finally:
-        store.close()
-    done = maiffs("clone", tmp_path / "remote", tmp_path / "c", check=False)
-    assert done.returncode == 1 and done.stderr.startswith("maiffs: ")
+    spot.add(tmp_path / "b", "r")
+    done = maiffs("pull", tmp_path / "b", "r", check=False)
+    last = done.stderr.splitlines()[-1]
+    assert done.returncode == 1 and last.startswith("maiffs: remote ") and "does not match" in last
+    assert json.loads(maiffs("stat", "--json", tmp_path / "b").stdout)["chunks"] == 0
+    assert maiffs("snapshot", "list", tmp_path / "b").stdout == ""
+    done = maiffs("clone", spot.url, tmp_path / "c", check=False)
+    assert done.returncode == 1 and done.stderr.splitlines()[-1].startswith("maiffs: remote ")
 
 
-def test_two_stores_push_to_one_remote_at_once(tmp_path):
-    remote = tmp_path / "remote"
-    stores = []
+def test_two_stores_push_to_one_remote_at_once(tmp_path, spot):
     for name in ("a", "b"):
         with session(tmp_path / name) as m:
             fill(m.path, name)
-            (m.path / "shared.bin").write_bytes(b"the same content in both\n" * 100_000)
+            (m.path / "shared.bin").write_bytes(b"the same content in both\n" * 400_000)
             os.mkdir(m.path / ".snapshots" / f"from-{name}")
-        stores.append(offline_snapshots(tmp_path / name / "store"))
-    try:
-        errors: list[BaseException] = []
-
-        def run(snaps: Snapshots) -> None:
-            try:
-                push(snaps, DirRemote(str(remote)))
-            except BaseException as exc:  # reported below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=run, args=(snaps,)) for _store, snaps in stores]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert errors == []
-    finally:
-        for store, _snaps in stores:
-            store.close()
-    assert DirRemote(str(remote)).refs() == ["from-a", "from-b"]
-    maiffs("clone", remote, tmp_path / "c")
+            spot.add(m.store, "r")
+    pushes = [subprocess.Popen([sys.executable, "-m", "maiffs", "push", "--quiet",
+                                tmp_path / name / "store", "r"], stderr=subprocess.PIPE)
+              for name in ("a", "b")]
+    for push in pushes:
+        assert push.wait(timeout=120) == 0, push.stderr.read() if push.stderr else ""
+        if push.stderr:
+            push.stderr.close()
+    assert sorted(k.rsplit("/", 1)[1] for k in spot.keys("refs/")) == ["from-a", "from-b"]
+    maiffs("clone", spot.url, tmp_path / "c")
     assert maiffs("fsck", tmp_path / "c", check=False).returncode == 0
-
-
-def test_remote_commands_refuse_bad_input(tmp_path):
-    maiffs("mkfs", tmp_path / "s")
-    for args, words in [
-        (("remote", "add", tmp_path / "s", "x", "s3:///no-bucket"), "names no bucket"),
-        (("remote", "add", tmp_path / "s", "x", "ftp://host/dir"), "a remote is a directory"),
-        (("remote", "add", tmp_path / "s", "x", "/abs", "--endpoint", "http://h"), "goes with s3"),
-        (("remote", "add", tmp_path / "s", "x", "relative/dir"), "absolute"),
-        (("remote", "add", tmp_path / "plain", "x", "/abs"), "is not a maiffs store"),
-        (("push", tmp_path / "s", "nope"), "no remote named"),
-        (("clone", tmp_path / "empty-remote", tmp_path / "c"), "does not exist"),
-    ]:
-        (tmp_path / "plain").mkdir(exist_ok=True)
-        done = maiffs(*args, check=False)
-        assert done.returncode == 1 and words in done.stderr, (args, done.stderr)
-    maiffs("remote", "add", tmp_path / "s", "x", tmp_path / "r")
-    assert "exists" in maiffs("remote", "add", tmp_path / "s", "x", tmp_path / "r2", check=False).stderr
-    assert oct(os.stat(tmp_path / "s" / "remotes.json").st_mode & 0o777) == "0o600"
-    maiffs("remote", "remove", tmp_path / "s", "x")
-    assert maiffs("remote", "list", tmp_path / "s").stdout == ""
-    assert not (tmp_path / "c").exists()
-    with pytest.raises(StoreError):
-        DirRemote(str(tmp_path / "nowhere")).refs()
+    assert maiffs("verify", tmp_path / "c", "--remote", "origin").returncode == 0
 
 
 def flip_a_byte_of_every_chunk(store: Path) -> int:
@@ -218,18 +190,18 @@ def flip_a_byte_of_every_chunk(store: Path) -> int:
     return len(items)
 
 
-def backed_up(m, data: bytes, remote: Path, name: str) -> None:
-    """data.bin holding data, snapshot s, pushed to a new remote name at remote."""
+def backed_up(m, data: bytes, spot, name: str) -> None:
+    """data.bin holding data, snapshot s, pushed to a new remote name at spot."""
     (m.path / "data.bin").write_bytes(data)
     os.mkdir(m.path / ".snapshots" / "s")
-    maiffs("remote", "add", m.store, name, remote)
+    spot.add(m.store, name)
     maiffs("push", m.store, name)
 
 
-def test_a_damaged_chunk_is_healed_from_a_remote(tmp_path):
+def test_a_damaged_chunk_is_healed_from_a_remote(tmp_path, spot):
     data = os.urandom(5 << 20)
     with session(tmp_path / "a") as a:
-        backed_up(a, data, tmp_path / "remote", "backup")
+        backed_up(a, data, spot, "backup")
         a.unmount()
         assert flip_a_byte_of_every_chunk(a.store) > 0
         assert maiffs("fsck", a.store, check=False).returncode == 1  # damaged, as meant
@@ -254,26 +226,28 @@ def test_with_no_good_copy_a_damaged_chunk_is_eio(tmp_path):
         with pytest.raises(OSError) as exc:
             (a.path / "data.bin").read_bytes()
         assert exc.value.errno == errno.EIO
-        assert "no remote has it" in (a.store / "maiffs.log").read_text()
+        log = (a.store / "maiffs.log").read_text()
+        assert "no remote has it" in log and "data.bin" in log
 
 
-def test_verify_reports_and_repairs_both_sides(tmp_path):
-    data = os.urandom(4 << 20)
+def test_verify_reports_and_repairs_both_sides(tmp_path, spot):
+    data = os.urandom(40 << 20)  # three data packs
     with session(tmp_path / "a") as a:
-        backed_up(a, data, tmp_path / "remote", "r")
+        backed_up(a, data, spot, "r")
         clean = maiffs("verify", a.path, "--remote", "r")
         assert clean.stdout.strip().endswith("0 problems")
-        files = sorted(p for p in (tmp_path / "remote" / "chunks").rglob("*") if p.is_file())
-        files[0].unlink()  # a remote chunk lost
-        damaged = bytearray(files[1].read_bytes())
-        damaged[-1] ^= 1
-        files[1].write_bytes(bytes(damaged))  # and one corrupt
+        packs = sorted(spot.keys("packs/"), key=lambda k: len(spot.read(k)))
+        lost, damaged = packs[-1], packs[-2]  # two data packs: one lost, one with a flipped byte
+        spot.delete(lost)
+        flip_byte(spot, damaged, 100)
         found = maiffs("verify", a.path, "--remote", "r", check=False)
         assert found.returncode == 1
-        assert f"r: chunk {files[0].name}: is missing (NOT repaired)" in found.stdout
-        assert f"r: chunk {files[1].name}:" in found.stdout
+        assert "is missing (NOT repaired)" in found.stdout
+        assert "does not match its hash (NOT repaired)" in found.stdout \
+            or "does not decompress" in found.stdout
         fixed = maiffs("verify", a.path, "--remote", "r", "--repair")
-        assert fixed.stdout.count("(repaired)") == 2
+        assert fixed.stdout.count("(repaired)") == found.stdout.count("(NOT repaired)")
+        assert maiffs("verify", a.path, "--remote", "r").returncode == 0
         a.unmount()
         flip_a_byte_of_every_chunk(a.store)
         bad = maiffs("verify", a.store, "--json", check=False)
@@ -285,12 +259,37 @@ def test_verify_reports_and_repairs_both_sides(tmp_path):
         assert (a.path / "data.bin").read_bytes() == data
 
 
+def test_remote_commands_refuse_bad_input(tmp_path):
+    maiffs("mkfs", tmp_path / "s")
+    for args, words in [
+        (("remote", "add", tmp_path / "s", "x", "s3:///no-bucket"), "names no bucket"),
+        (("remote", "add", tmp_path / "s", "x", "ftp://host/dir"), "a remote is a directory"),
+        (("remote", "add", tmp_path / "s", "x", "/abs", "--endpoint", "http://h"), "goes with s3"),
+        (("remote", "add", tmp_path / "s", "x", "relative/dir"), "absolute"),
+        (("remote", "add", tmp_path / "plain", "x", "/abs"), "is not a maiffs store"),
+        (("push", tmp_path / "s", "nope"), "no remote named"),
+        (("clone", tmp_path / "empty-remote", tmp_path / "c"), "does not exist"),
+        (("clone", "ftp://host/dir", tmp_path / "c"), "a remote is a directory"),
+    ]:
+        (tmp_path / "plain").mkdir(exist_ok=True)
+        done = maiffs(*args, check=False)
+        assert done.returncode == 1 and words in done.stderr, (args, done.stderr)
+    maiffs("remote", "add", tmp_path / "s", "x", tmp_path / "r")
+    assert "exists" in maiffs("remote", "add", tmp_path / "s", "x", tmp_path / "r2", check=False).stderr
+    assert oct(os.stat(tmp_path / "s" / "remotes.json").st_mode & 0o777) == "0o600"
+    done = maiffs("pull", tmp_path / "s", "x", "no-such", check=False)
+    assert done.returncode == 1 and "has no snapshot 'no-such'" in done.stderr
+    maiffs("remote", "remove", tmp_path / "s", "x")
+    assert maiffs("remote", "list", tmp_path / "s").stdout == ""
+    assert not (tmp_path / "c").exists()
+
+
 def test_replicate_pushes_every_new_snapshot_and_shows_the_lag(tmp_path):
-    remote = tmp_path / "remote"
+    remote = DirSpot(tmp_path / "remote")
     base = tmp_path / "a"
     base.mkdir()
     m = make_mount(base, ["replicate=off", "snapshot_every=1s,keep=last:3"])
-    maiffs("remote", "add", m.store, "off", remote)
+    remote.add(m.store, "off")
     m.mount()
     try:
         (m.path / "f").write_text("one")
@@ -300,27 +299,27 @@ def test_replicate_pushes_every_new_snapshot_and_shows_the_lag(tmp_path):
         status = json.loads(maiffs("stat", "--json", m.path).stdout)["replication"]["off"]
         assert status["last_error"] is None and status["lag_seconds"] < 30
         m.unmount()
-        shutil.rmtree(remote)
-        remote.write_text("not a directory: pushes fail")
+        os.rename(remote.root, tmp_path / "moved")
+        remote.root.write_text("not a directory: pushes fail")
         m.mount()
         os.mkdir(m.path / ".snapshots" / "while-broken")
         wait_for(lambda: _replication(m)["last_error"], "the failure shows")
         assert "while-broken" in _replication(m)["pending"]
         out = maiffs("umount", m.path).stdout
         assert "replication to off not finished" in out
-        remote.unlink()
+        remote.root.unlink()
+        os.rename(tmp_path / "moved", remote.root)
         m.mount()  # what the remote lacks is pushed at mount
         wait_for(lambda: "while-broken" in _refs(remote), "pending snapshots pushed after remount")
         clone = tmp_path / "clone"
-        maiffs("clone", remote, clone)
+        maiffs("clone", remote.url, clone)
         assert maiffs("fsck", clone, check=False).returncode == 0
     finally:
         m.cleanup()
 
 
-def _refs(remote: Path) -> list[str]:
-    folder = remote / "refs" / "snapshots"
-    return os.listdir(folder) if folder.is_dir() else []
+def _refs(remote: DirSpot) -> list[str]:
+    return [k.rsplit("/", 1)[1] for k in remote.keys("refs/snapshots")]
 
 
 def _replication(m) -> dict:

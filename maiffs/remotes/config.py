@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+
+import blake3
 from urllib.parse import parse_qs, urlencode, urlparse
 
 from maiffs.errors import StoreError
@@ -16,6 +18,8 @@ from maiffs.remotes.dirremote import DirRemote
 from maiffs.remotes.s3remote import S3Remote
 
 CONFIG_NAME = "remotes.json"
+INDEX_CACHE = "remote-indexes"
+STAGING = "incoming"
 
 
 def _path(store: str) -> str:
@@ -82,10 +86,13 @@ def directory_of(url: str) -> str:
                      f"bucket (s3://BUCKET/PREFIX)")
 
 
-def open_remote(url: str) -> Remote:
+def open_remote(url: str, store: str | None = None) -> Remote:
+    """The remote at url; with store, it keeps copies of the remote's indexes in the store's
+    directory (one folder per remote location, so renaming a remote loses nothing)."""
+    cache = os.path.join(store, INDEX_CACHE, _location(url)) if store is not None else None
     if urlparse(url).scheme == "s3":
-        return S3Remote(*_s3_parts(url))
-    return DirRemote(directory_of(url))
+        return S3Remote(*_s3_parts(url), cache_dir=cache)
+    return DirRemote(directory_of(url), cache_dir=cache)
 
 
 def url_of(store: str, name: str) -> str:
@@ -93,3 +100,18 @@ def url_of(store: str, name: str) -> str:
     if name not in remotes:
         raise StoreError(f"no remote named {name!r} (known: {', '.join(sorted(remotes)) or 'none'})")
     return remotes[name]
+
+
+def _location(url: str) -> str:
+    return blake3.blake3(url.encode()).hexdigest()[:24]
+
+
+def staging_dir(store: str, url: str) -> str:
+    """Where a pull from url gathers what it fetched before the store takes it (kept when a
+    pull is interrupted, so the next one resumes)."""
+    return os.path.join(store, STAGING, _location(url))
+
+
+def named_remote(store: str, name: str) -> Remote:
+    """The store's remote called name, with its index cache."""
+    return open_remote(url_of(store, name), store)

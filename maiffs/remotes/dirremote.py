@@ -12,16 +12,15 @@ import os
 import uuid
 from pathlib import Path
 
-from maiffs.errors import StoreError
-from maiffs.remotes.base import Remote
+from maiffs.remotes.base import Remote, RemoteAbsent
 
 
 class DirRemote(Remote):
     """The remote at path (created on first push)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, cache_dir: str | None = None) -> None:
+        super().__init__(str(path), cache_dir)
         self.path = Path(path)
-        self.where = str(self.path)
 
     def _put(self, key: str, data: bytes) -> None:
         path = self.path / key
@@ -39,11 +38,16 @@ class DirRemote(Remote):
         except FileNotFoundError:
             return None
 
-    def _exists(self, key: str) -> bool:
-        return (self.path / key).exists()
+    def _get_range(self, key: str, offset: int, length: int) -> bytes | None:
+        try:
+            with open(self.path / key, "rb") as f:
+                f.seek(offset)
+                return f.read(length)
+        except FileNotFoundError:
+            return None
 
     def _names(self, folder: str) -> list[str]:
         if not self.path.is_dir():
-            raise StoreError(f"remote {self.path} does not exist")
+            raise RemoteAbsent(f"remote {self.path} does not exist")
         directory = self.path / folder
         return [p.name for p in directory.iterdir() if not p.name.startswith(".")] if directory.is_dir() else []

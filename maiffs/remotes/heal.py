@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from maiffs.errors import StoreError
+from maiffs.errors import CorruptChunk, StoreError
 from maiffs.remotes import config
 
 log = logging.getLogger(__name__)
@@ -18,19 +18,22 @@ log = logging.getLogger(__name__)
 
 def chunk_source(store: str) -> Callable[[bytes], tuple[int, bytes] | None] | None:
     """A lookup of good chunk copies on the store's remotes, or None if it has none."""
-    remotes = [(name, config.open_remote(url)) for name, url in sorted(config.load(store).items())]
+    remotes = [(name, config.open_remote(url, store)) for name, url in sorted(config.load(store).items())]
     if not remotes:
         return None
 
     def source(cid: bytes) -> tuple[int, bytes] | None:
         for name, remote in remotes:
             try:
-                if remote.has("chunks", cid):
-                    log.warning("chunk %s is damaged here; using the copy on remote %s",
-                                cid.hex(), name)
-                    return remote.get_chunk(cid)
-            except (OSError, StoreError) as exc:
+                found = remote.get_chunk(cid)
+            except (StoreError, CorruptChunk) as exc:
+                log.debug("remote %s: %s", name, exc)
+                continue
+            except OSError as exc:
                 log.warning("remote %s: %s", name, exc)
+                continue
+            log.warning("chunk %s is damaged here; using the copy on remote %s", cid.hex(), name)
+            return found
         log.error("chunk %s is damaged here and no remote has it", cid.hex())
         return None
 

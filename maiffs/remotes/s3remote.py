@@ -1,7 +1,7 @@
 """An S3 remote (Ceph RGW, MinIO, AWS S3): the directory remote's layout as keys in a bucket.
 
-`s3://BUCKET/PREFIX?endpoint=URL`: keys PREFIX/chunks/AB/ID, PREFIX/objects/AB/ID and
-PREFIX/refs/snapshots/NAME, as in a directory remote. A PUT is atomic in S3 (a reader sees the
+`s3://BUCKET/PREFIX?endpoint=URL`: keys PREFIX/packs/AB/ID, PREFIX/index/ID and
+PREFIX/refs/snapshots/NAME, as in a directory remote; a chunk is read with a ranged GET. A PUT is atomic in S3 (a reader sees the
 whole object or none), which is all the push protocol needs. Credentials come from the
 environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or boto3's usual 0600 files; they are
 never part of the URL, printed or logged.
@@ -16,7 +16,7 @@ import boto3
 import botocore.exceptions
 
 from maiffs.errors import StoreError
-from maiffs.remotes.base import Remote
+from maiffs.remotes.base import Remote, RemoteAbsent
 
 _MISSING = ("404", "NoSuchKey", "NotFound")
 T = TypeVar("T")
@@ -25,10 +25,11 @@ T = TypeVar("T")
 class S3Remote(Remote):
     """The remote at s3://bucket/prefix on endpoint."""
 
-    def __init__(self, bucket: str, prefix: str, endpoint: str | None) -> None:
+    def __init__(self, bucket: str, prefix: str, endpoint: str | None,
+                 cache_dir: str | None = None) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
-        self.where = f"s3://{bucket}/{self.prefix}"
+        super().__init__(f"s3://{bucket}/{self.prefix}", cache_dir)
         self.client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
         self.bucket_checked = False
 
@@ -74,9 +75,16 @@ class S3Remote(Remote):
         return self._unless_missing(lambda: self.client.get_object(
             Bucket=self.bucket, Key=self._full(key))["Body"].read(), None)
 
-    def _exists(self, key: str) -> bool:
-        return self._unless_missing(lambda: bool(self.client.head_object(
-            Bucket=self.bucket, Key=self._full(key))), False)
+    def _get_range(self, key: str, offset: int, length: int) -> bytes | None:
+        def ranged() -> bytes:
+            try:
+                return self.client.get_object(Bucket=self.bucket, Key=self._full(key),
+                                              Range=f"bytes={offset}-{offset + length - 1}")["Body"].read()
+            except botocore.exceptions.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") == "InvalidRange":
+                    return b""  # a value shorter than its index says: damaged
+                raise
+        return self._unless_missing(ranged, None)
 
     def _names(self, folder: str) -> list[str]:
         prefix = self._full(folder) + "/"
@@ -89,7 +97,7 @@ class S3Remote(Remote):
                           if "/" not in item["Key"][len(prefix):]]
         except botocore.exceptions.ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchBucket", "404"):
-                raise StoreError(f"remote {self.where} does not exist") from None
+                raise RemoteAbsent(f"remote {self.where} does not exist") from None
             raise self._fail(exc) from None
         except botocore.exceptions.BotoCoreError as exc:
             raise self._fail(exc) from None

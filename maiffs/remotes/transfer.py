@@ -2,21 +2,39 @@
 
 Snapshots are Merkle trees, so "what the other side lacks" is found by walking from the root
 and stopping at every object the other side has: its whole subtree is there too, because an
-object is only ever written after everything it refers to (children and chunks first, the
-snapshot's ref last). That also makes a push resumable: run again after an interruption, it
-skips what arrived and sends the rest. Everything received is verified against its id.
+object only becomes visible after everything it refers to (upload.py orders the packs; the
+snapshot's ref is written last). That also makes a push resumable: run again after an
+interruption, it skips what arrived and sends the rest. Everything received is verified
+against its id.
+
+A pull runs in two steps so that a mounted store's daemon never waits on the network: `stage`
+copies what the store lacks from the remote into a staging remote beside the store (a directory,
+kept if interrupted, so the next pull resumes), and `pull` then brings the snapshots from there
+into the store in one transaction.
 """
 
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
-from maiffs.errors import FsError
+from maiffs.errors import CorruptChunk, FsError, StoreError
 from maiffs.remotes.base import Remote
+from maiffs.remotes.packs import CHUNK, OBJECT
 from maiffs.snapshots.manager import Snapshots, name_key
-from maiffs.snapshots.objects import TreeObject, object_id
+from maiffs.snapshots.objects import TreeObject
+from maiffs.store.chunks import REF_RECORD
 from maiffs.store.env import Txn
+
+
+class Progress(Protocol):
+    """Told how much there is to move, then how much has moved (bytes, objects and chunks)."""
+
+    def start(self, total_bytes: int, total_items: int) -> None: ...
+
+    def advance(self, nbytes: int, items: int) -> None: ...
 
 
 @dataclass
@@ -25,61 +43,145 @@ class TransferStats:
     objects: int = 0
     chunks: int = 0
     bytes: int = 0
+    packs: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {"snapshots": self.snapshots, "objects": self.objects, "chunks": self.chunks,
-                "bytes": self.bytes}
+                "bytes": self.bytes, "packs": self.packs}
 
 
-def push(snapshots: Snapshots, remote: Remote, names: list[str] | None = None) -> TransferStats:
+def push(snapshots: Snapshots, remote: Remote, names: list[str] | None = None,
+         progress: Progress | None = None) -> TransferStats:
     """Send the named snapshots (default: all) with the objects and chunks the remote lacks."""
     infos = [snapshots.get(n) for n in names] if names else snapshots.list()
     stats = TransferStats()
-    sent: set[bytes] = set()
     with snapshots.store.read() as txn:
-        for info in infos:
-            _push_tree(txn, snapshots, remote, info.root, sent, stats)
-            remote.set_ref(info.name, info.root, info.created_ns)
-            stats.snapshots += 1
+        plan = _lacking(txn, snapshots, remote, [info.root for info in infos])
+        if progress is not None:
+            progress.start(sum(size for _kind, _oid, size in plan), len(plan))
+        with remote.uploader(progress.advance if progress is not None else None) as up:
+            for kind, oid, _size in plan:
+                if kind == CHUNK:
+                    raw_len, encoded = snapshots.ns.chunks.encoded(txn, oid)
+                    up.add_chunk(oid, raw_len, encoded)
+                    stats.chunks += 1
+                else:
+                    encoded = bytes(txn.get("objects", oid) or b"")
+                    up.add_object(oid, encoded)
+                    stats.objects += 1
+                stats.bytes += len(encoded)
+        stats.packs = up.packs
+    for info in infos:
+        remote.set_ref(info.name, info.root, info.created_ns)
+        stats.snapshots += 1
     return stats
 
 
-def _push_tree(txn: Txn, snapshots: Snapshots, remote: Remote, root: bytes, sent: set[bytes],
-               stats: TransferStats) -> None:
-    stack: list[tuple[bytes, bool]] = [(root, False)]
+def _lacking(txn: Txn, snapshots: Snapshots, remote: Remote,
+             roots: list[bytes]) -> list[tuple[bytes, bytes, int]]:
+    """(kind, id, stored size) of what the remote lacks of the trees at roots, every object
+    after what it refers to."""
+    plan: list[tuple[bytes, bytes, int]] = []
+    seen: set[bytes] = set()
+    stack: list[tuple[bytes, bool]] = [(root, False) for root in reversed(roots)]
     while stack:
         oid, children_done = stack.pop()
         if children_done:
-            encoded = bytes(txn.get("objects", oid) or b"")
-            remote.put_object(oid, encoded)
-            stats.objects += 1
-            stats.bytes += len(encoded)
+            plan.append((OBJECT, oid, len(txn.get("objects", oid) or b"")))
             continue
-        if oid in sent or remote.has("objects", oid):
+        if oid in seen or remote.has(OBJECT, oid):
             continue
-        sent.add(oid)
+        seen.add(oid)
         obj = snapshots.object(txn, oid)
         for _off, cid, _length in obj.extents:
-            if cid not in sent and not remote.has("chunks", cid):
-                raw_len, encoded = snapshots.ns.chunks.encoded(txn, cid)
-                remote.put_chunk(cid, raw_len, encoded)
-                stats.chunks += 1
-                stats.bytes += len(encoded)
-            sent.add(cid)
+            if cid not in seen and not remote.has(CHUNK, cid):
+                ref = txn.get("chunkrefs", cid)
+                plan.append((CHUNK, cid, REF_RECORD.unpack(ref)[2] if ref is not None else 0))
+            seen.add(cid)
         stack.append((oid, True))
         stack.extend((child, False) for _name, child in obj.entries)
+    return plan
+
+
+def stage(snapshots: Snapshots, remote: Remote, staging: Remote, names: list[str],
+          progress: Progress | None = None) -> TransferStats:
+    """Copy into staging the named snapshots' refs and what neither the store nor staging has."""
+    refs = {name: remote.get_ref(name) for name in names}
+    stats = TransferStats()
+    with snapshots.store.read() as txn:
+        def here(kind: bytes, oid: bytes) -> bool:
+            if staging.has(kind, oid):
+                return True
+            if kind == OBJECT:
+                return snapshots.objects.refcount(txn, oid) > 0
+            return txn.get("chunkrefs", oid) is not None
+
+        objects, chunks = _remote_lacking(remote, [root for root, _t in refs.values()], here)
+    sizes = {cid: remote.catalog().where(CHUNK, cid)[0].length for cid in chunks}
+    if progress is not None:
+        progress.start(sum(sizes.values()) + sum(len(e) for e in objects.values()),
+                       len(chunks) + len(objects))
+    with staging.uploader() as up:
+        for cid, found in remote.fetch_chunks(chunks):
+            if isinstance(found, CorruptChunk):
+                raise StoreError(f"remote {remote.where}: {found.detail}; nothing was taken "
+                                 f"(`maiffs verify --remote` finds and repairs such damage)")
+            if not isinstance(found, tuple):
+                raise found
+            up.add_chunk(cid, *found)
+            stats.chunks += 1
+            stats.bytes += len(found[1])
+            if progress is not None:
+                progress.advance(len(found[1]), 1)
+        for oid, encoded in objects.items():  # children before parents
+            up.add_object(oid, encoded)
+            stats.objects += 1
+            stats.bytes += len(encoded)
+            if progress is not None:
+                progress.advance(len(encoded), 1)
+    for name, (root, created_ns) in refs.items():
+        staging.set_ref(name, root, created_ns)
+        stats.snapshots += 1
+    return stats
+
+
+def _remote_lacking(remote: Remote, roots: list[bytes], here: Callable[[bytes, bytes], bool]
+                    ) -> tuple[dict[bytes, bytes], list[bytes]]:
+    """The objects (id -> encoding, children first) and chunks of the remote trees at roots
+    that are not here."""
+    objects: dict[bytes, bytes] = {}
+    chunks: list[bytes] = []
+    seen: set[bytes] = set()
+    stack: list[tuple[bytes, bytes | None]] = [(root, None) for root in roots]
+    while stack:
+        oid, encoded = stack.pop()
+        if encoded is not None:
+            objects[oid] = encoded
+            continue
+        if oid in seen or here(OBJECT, oid):
+            continue
+        seen.add(oid)
+        encoded = remote.get_object(oid)
+        obj = TreeObject.decode(encoded)
+        for _off, cid, _length in obj.extents:
+            if cid not in seen and not here(CHUNK, cid):
+                chunks.append(cid)
+            seen.add(cid)
+        stack.append((oid, encoded))
+        stack.extend((child, None) for _name, child in obj.entries)
+    return objects, chunks
 
 
 def pull(snapshots: Snapshots, remote: Remote, names: list[str] | None = None) -> TransferStats:
     """Bring the named snapshots (default: all the remote has) into the store, in one
     transaction; a snapshot already here with the same root is skipped, with another root it
-    is refused (EEXIST)."""
+    is refused (EEXIST). Meant for a staging remote on local disk (see `stage`)."""
     wanted = names or remote.refs()
+    refs = {name: remote.get_ref(name) for name in wanted}
     stats = TransferStats()
 
     def txn_fn(txn: Txn) -> None:
-        for name in wanted:
-            root, created_ns = remote.get_ref(name)
+        for name, (root, created_ns) in refs.items():
             existing = txn.get("snapshots", name_key(name))
             if existing is not None:
                 if snapshots.get(name).root != root:
@@ -100,33 +202,24 @@ def _pull_tree(txn: Txn, snapshots: Snapshots, remote: Remote, root: bytes,
     """Store root's tree from the remote (what is missing here); returns holding one reference
     to root, which the new snapshot record takes."""
     objects = snapshots.objects
-    fetched: dict[bytes, TreeObject] = {}
-    order: list[bytes] = []  # children before parents
-    stack: list[tuple[bytes, bool]] = [(root, False)]
-    while stack:
-        oid, children_done = stack.pop()
-        if children_done:
-            order.append(oid)
-            continue
-        if oid in fetched or objects.refcount(txn, oid) > 0:
-            continue
-        encoded = remote.get_object(oid)
-        if object_id(encoded) != oid:
-            raise FsError(errno.EIO, f"remote object {oid.hex()} does not match its id")
-        fetched[oid] = TreeObject.decode(encoded)
-        stats.objects += 1
-        stats.bytes += len(encoded)
-        stack.append((oid, True))
-        stack.extend((child, False) for _name, child in fetched[oid].entries)
+
+    def here(kind: bytes, oid: bytes) -> bool:
+        if kind == OBJECT:
+            return objects.refcount(txn, oid) > 0
+        return txn.get("chunkrefs", oid) is not None
+
+    fetched, chunks = _remote_lacking(remote, [root], here)
+    for cid, found in remote.fetch_chunks(chunks):
+        if not isinstance(found, tuple):
+            raise FsError(errno.EIO, str(found))
+        snapshots.ns.chunks.adopt(txn, cid, *found)
+        stats.chunks += 1
+        stats.bytes += len(found[1])
+    order = list(fetched)
     for oid in order:
-        obj = fetched[oid]
-        for _off, cid, _length in obj.extents:
-            if txn.get("chunkrefs", cid) is None:
-                raw_len, encoded = remote.get_chunk(cid)
-                snapshots.ns.chunks.adopt(txn, cid, raw_len, encoded)
-                stats.chunks += 1
-                stats.bytes += len(encoded)
-        objects.put(txn, obj)  # one reference of ours, and one to each child
+        objects.put(txn, TreeObject.decode(fetched[oid]))  # one reference of ours, one to each child
+        stats.objects += 1
+        stats.bytes += len(fetched[oid])
     for oid in order[:-1]:
         objects.decref(txn, oid)  # parents hold theirs now
     if not order:  # the root was here already

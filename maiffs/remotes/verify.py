@@ -11,7 +11,7 @@ import random
 from dataclasses import asdict, dataclass
 
 from maiffs.errors import CorruptChunk, StoreError
-from maiffs.remotes.base import Remote
+from maiffs.remotes.base import Remote, RemoteDamage
 from maiffs.snapshots.objects import TreeObject, object_id
 from maiffs.store.chunks import REF_RECORD, ChunkStore, decode_chunk
 from maiffs.store.env import Store, Txn
@@ -74,56 +74,56 @@ def _chunk_problem(txn: Txn, cid: bytes) -> str | None:
 
 def remote_damage(remote: Remote, name: str, sample: float = 1.0,
                   seed: int | None = None) -> Report:
-    """Every object and chunk the remote's snapshots need (or a sample) that is missing there
-    or fails its id. Objects are walked from the refs; a bad object hides its subtree."""
+    """Every object and chunk the remote's snapshots need (or a sample of the chunks) that is
+    missing there or fails its id. Objects are walked from the refs; a bad object hides its
+    subtree."""
     rng = random.Random(seed)
     problems: list[Problem] = []
     seen: set[bytes] = set()
-    checked = 0
+    chunks: list[bytes] = []
+    objects = 0
     stack = [remote.get_ref(ref)[0] for ref in remote.refs()]
     while stack:
         oid = stack.pop()
         if oid in seen:
             continue
         seen.add(oid)
-        checked += 1
         try:
-            encoded = remote.get_object(oid)
-        except StoreError:
-            problems.append(Problem(name, "object", oid.hex(), "is missing"))
+            obj = TreeObject.decode(remote.get_object(oid))
+        except StoreError as exc:
+            what = "does not match its id" if isinstance(exc, RemoteDamage) else "is missing"
+            problems.append(Problem(name, "object", oid.hex(), what))
             continue
-        if object_id(encoded) != oid:
-            problems.append(Problem(name, "object", oid.hex(), "does not match its id"))
-            continue
-        obj = TreeObject.decode(encoded)
+        objects += 1
         stack.extend(child for _name, child in obj.entries)
-        for cid in _chosen([cid for _off, cid, _len in obj.extents if cid not in seen], sample, rng):
-            seen.add(cid)
-            checked += 1
-            try:
-                raw_len, chunk = remote.get_chunk(cid)
-                decode_chunk(cid, chunk, raw_len)
-            except StoreError:
-                problems.append(Problem(name, "chunk", cid.hex(), "is missing"))
-            except CorruptChunk as exc:
-                problems.append(Problem(name, "chunk", cid.hex(),
-                                        exc.detail.removeprefix(f"chunk {cid.hex()} ")))
-    return Report(checked, problems)
+        for _off, cid, _len in obj.extents:
+            if cid not in seen:
+                seen.add(cid)
+                chunks.append(cid)
+    chosen = _chosen(chunks, sample, rng)
+    for cid, found in remote.fetch_chunks(chosen):
+        if isinstance(found, CorruptChunk):
+            problems.append(Problem(name, "chunk", cid.hex(),
+                                    found.detail.removeprefix(f"chunk {cid.hex()} ")))
+        elif not isinstance(found, tuple):
+            problems.append(Problem(name, "chunk", cid.hex(), "is missing"))
+    return Report(objects + len(chosen), problems)
 
 
 def repair_remote(store: Store, remote: Remote, problems: list[Problem]) -> None:
-    """Rewrite the remote's bad copies from good local ones (remote files are replaced whole)."""
-    with store.read() as txn:
+    """Send good local copies of the remote's bad blobs, in new packs (a remote's packs never
+    change; readers take the first good copy)."""
+    with store.read() as txn, remote.uploader() as up:
         for p in problems:
             key = bytes.fromhex(p.id)
             if p.kind == "chunk" and _chunk_problem(txn, key) is None:
                 raw_len = REF_RECORD.unpack(txn.get("chunkrefs", key))[1]
-                remote.put_chunk(key, raw_len, bytes(txn.get("chunks", key)))
+                up.add_chunk(key, raw_len, bytes(txn.get("chunks", key)))
                 p.repaired = True
             elif p.kind == "object":
                 encoded = txn.get("objects", key)
                 if encoded is not None and object_id(bytes(encoded)) == key:
-                    remote.put_object(key, bytes(encoded))
+                    up.add_object(key, bytes(encoded))
                     p.repaired = True
 
 
@@ -139,7 +139,6 @@ def repair_local(store: Store, remotes: dict[str, Remote], problems: list[Proble
             for remote in remotes.values():
                 try:
                     raw_len, encoded = remote.get_chunk(cid)
-                    decode_chunk(cid, encoded, raw_len)
                 except (StoreError, CorruptChunk):
                     continue
                 if ChunkStore.replace(txn, cid, raw_len, encoded):

@@ -1,0 +1,84 @@
+"""Progress of a long transfer on stderr: a bar redrawn in place on a terminal, a plain line
+every few seconds otherwise (logs of cron jobs and CI stay readable), nothing with --quiet.
+
+Thread-safe: uploads report from a thread of their own.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import TextIO
+
+BAR = 24
+REDRAW = 0.1  # seconds between redraws on a terminal
+LINE_EVERY = 5.0  # seconds between plain lines elsewhere
+
+
+def _size(n: float) -> str:
+    units = ("B", "KiB", "MiB", "GiB", "TiB")
+    step = 0
+    while n >= 1024 and step < len(units) - 1:
+        n /= 1024
+        step += 1
+    return f"{n:.0f} B" if step == 0 else f"{n:.1f} {units[step]}"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02}:{seconds % 60:02}"
+
+
+class ProgressBar:
+    """Bytes and objects moved of a known total, with rate and ETA."""
+
+    def __init__(self, label: str, stream: TextIO = sys.stderr, quiet: bool = False) -> None:
+        self.label = label
+        self.stream = stream
+        self.quiet = quiet
+        self.tty = stream.isatty()
+        self.lock = threading.Lock()
+        self.total_bytes = self.total_items = self.done_bytes = self.done_items = 0
+        self.started = self.shown = time.monotonic()
+
+    def start(self, total_bytes: int, total_items: int) -> None:
+        with self.lock:
+            self.total_bytes, self.total_items = total_bytes, total_items
+            self.started = time.monotonic()
+            self._show(force=True)
+
+    def advance(self, nbytes: int, items: int) -> None:
+        with self.lock:
+            self.done_bytes += nbytes
+            self.done_items += items
+            self._show()
+
+    def finish(self) -> None:
+        with self.lock:
+            self._show(force=True)
+            if self.tty and not self.quiet:
+                self.stream.write("\n")
+                self.stream.flush()
+
+    def line(self) -> str:
+        """The state as one line (what the bar shows)."""
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        rate = self.done_bytes / elapsed
+        share = self.done_bytes / self.total_bytes if self.total_bytes else 1.0
+        left = (self.total_bytes - self.done_bytes) / rate if rate > 0 else 0.0
+        filled = int(share * BAR)
+        return (f"{self.label} [{'#' * filled}{'.' * (BAR - filled)}] {share:4.0%} "
+                f"{_size(self.done_bytes)}/{_size(self.total_bytes)} "
+                f"{self.done_items:,}/{self.total_items:,} objects "
+                f"{_size(rate)}/s ETA {_duration(left)}")
+
+    def _show(self, force: bool = False) -> None:
+        if self.quiet:
+            return
+        now = time.monotonic()
+        if not force and now - self.shown < (REDRAW if self.tty else LINE_EVERY):
+            return
+        self.shown = now
+        self.stream.write(f"\r{self.line()}\x1b[K" if self.tty else f"{self.line()}\n")
+        self.stream.flush()
