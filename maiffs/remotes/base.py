@@ -179,8 +179,8 @@ class Remote:
                 start = run[0].offset
                 blob = self._get_range(pack_key(pack_id), start, run[-1].offset + run[-1].length - start)
                 for entry in run:
-                    found = _checked_chunk(entry, blob[entry.offset - start:][:entry.length]
-                                           if blob is not None else None)
+                    at = entry.offset - start
+                    found = _checked_chunk(entry, blob[at:at + entry.length] if blob is not None else None)
                     if not isinstance(found, tuple):
                         found = self._chunk_from(self.catalog().where(CHUNK, entry.id)[1:], entry.id,
                                                  found)

@@ -117,9 +117,10 @@ def stage(snapshots: Snapshots, remote: Remote, staging: Remote, names: list[str
             return txn.get("chunkrefs", oid) is not None
 
         objects, chunks = _remote_lacking(remote, [root for root, _t in refs.values()], here)
-    sizes = {cid: remote.catalog().where(CHUNK, cid)[0].length for cid in chunks}
+    places = [where[0] for cid in chunks if (where := remote.catalog().where(CHUNK, cid))]
+    stats.packs = len({entry.pack for entry in places})  # those it reads chunks from
     if progress is not None:
-        progress.start(sum(sizes.values()) + sum(len(e) for e in objects.values()),
+        progress.start(sum(e.length for e in places) + sum(len(e) for e in objects.values()),
                        len(chunks) + len(objects))
     with staging.uploader() as up:
         for cid, found in remote.fetch_chunks(chunks):
