@@ -59,6 +59,8 @@ class S3Spot:
         self.client = boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
                                    aws_access_key_id=rgw.ACCESS_KEY,
                                    aws_secret_access_key=rgw.SECRET_KEY)
+        if self.bucket not in [b["Name"] for b in self.client.list_buckets()["Buckets"]]:
+            self.client.create_bucket(Bucket=self.bucket)
 
     def add(self, store: Path, name: str) -> None:
         maiffs("remote", "add", store, name, f"s3://{self.bucket}/{self.prefix}",

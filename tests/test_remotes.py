@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import lmdb
@@ -112,31 +113,46 @@ def test_pull_into_a_mounted_store_and_push_only_changes(tmp_path, spot):
         same_tree(a.path / ".snapshots" / "v2", b.path / ".snapshots" / "v2")
 
 
-def test_a_push_killed_half_way_finishes_when_run_again(tmp_path, spot):
+def killed_once_arrived(command: list, arrived: Callable[[], object]) -> None:
+    """Run a maiffs command and SIGKILL it as soon as arrived() holds."""
+    process = subprocess.Popen([sys.executable, "-m", "maiffs", *command, "--quiet"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(arrived, "the first pack arrives", limit=60)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.communicate()
+
+
+def test_a_push_or_pull_killed_half_way_finishes_when_run_again(tmp_path, spot):
+    total = 96 << 20
     with session(tmp_path / "a") as a:
         for i in range(6):
-            (a.path / f"part{i}").write_bytes(os.urandom(16 << 20))
+            (a.path / f"part{i}").write_bytes(os.urandom(total // 6))
         os.mkdir(a.path / ".snapshots" / "s")
         spot.add(a.store, "r")
-        push = subprocess.Popen([sys.executable, "-m", "maiffs", "push", "--quiet", a.store, "r"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            wait_for(lambda: spot.keys("index/"), "the first pack reaches the remote", limit=60)
-        finally:
-            push.send_signal(signal.SIGKILL)
-            push.communicate()
+        killed_once_arrived(["push", a.store, "r"], lambda: spot.keys("index/"))
         assert spot.keys("refs/") == []  # no ref before everything it needs is there
         arrived = len(spot.keys("index/"))
         second = moved("push", a.store, "r")
         assert second["snapshots"] == 1
-        assert second["bytes"] <= (96 << 20) - arrived * (15 << 20)  # nothing that arrived went again
-        maiffs("clone", spot.url, tmp_path / "b-store")
+        assert second["bytes"] <= total - arrived * (15 << 20)  # nothing that arrived went again
+
+        maiffs("mkfs", tmp_path / "b-store")
+        spot.add(tmp_path / "b-store", "r")
+        staged = tmp_path / "b-store" / "incoming"
+        killed_once_arrived(["pull", tmp_path / "b-store", "r"], lambda: list(staged.glob("*/index/*")))
+        arrived = len(list(staged.glob("*/index/*")))
+        assert maiffs("snapshot", "list", tmp_path / "b-store").stdout == ""
+        got = moved("pull", tmp_path / "b-store", "r")
+        assert got["snapshots"] == 1 and got["bytes"] <= total - arrived * (15 << 20)
         (tmp_path / "b").mkdir()
         maiffs("mount", tmp_path / "b-store", tmp_path / "b")
         try:
-            same_tree(a.path, tmp_path / "b")
+            same_tree(a.path, tmp_path / "b" / ".snapshots" / "s")
         finally:
             maiffs("umount", tmp_path / "b")
+    assert maiffs("fsck", tmp_path / "b-store", check=False).returncode == 0
 
 
 def test_a_corrupt_remote_pack_is_refused_and_nothing_changes(tmp_path, spot):
@@ -236,6 +252,9 @@ def test_verify_reports_and_repairs_both_sides(tmp_path, spot):
         backed_up(a, data, spot, "r")
         clean = maiffs("verify", a.path, "--remote", "r")
         assert clean.stdout.strip().endswith("0 problems")
+        checked = int(clean.stdout.split("verify: ")[1].split()[0])
+        sampled = maiffs("verify", a.path, "--remote", "r", "--sample", "0").stdout
+        assert int(sampled.split("verify: ")[1].split()[0]) < checked  # objects only
         packs = sorted(spot.keys("packs/"), key=lambda k: len(spot.read(k)))
         lost, damaged = packs[-1], packs[-2]  # two data packs: one lost, one with a flipped byte
         spot.delete(lost)
