@@ -342,12 +342,19 @@ def _pull(store: str, url: str, label: str, names: list[str], quiet: bool) -> tr
     path = resolve_store(store)
     remote = remotes.open_remote(url, path)
     staging = remotes.staging_dir(path, url)
-    bar = ProgressBar(label, quiet=quiet)
-    with commands.reading(store) as snaps:
-        stats = transfer.stage(snaps, remote, remotes.open_remote(staging), names or remote.refs(), bar)
-    bar.finish()
-    stats.snapshots = commands.run(store, {"op": "pull", "url": staging, "names": names})["snapshots"]
-    shutil.rmtree(staging)
+    os.makedirs(staging, mode=0o700, exist_ok=True)
+    lock = StoreLock(staging, label, refusal=f"a pull from {url} into this store is running")
+    try:
+        bar = ProgressBar(label, quiet=quiet)
+        with commands.reading(store) as snaps:
+            stats = transfer.stage(snaps, remote, remotes.open_remote(staging),
+                                   names or remote.refs(), bar)
+        bar.finish()
+        stats.snapshots = commands.run(store, {"op": "pull", "url": staging,
+                                               "names": names})["snapshots"]
+        shutil.rmtree(staging)
+    finally:
+        lock.release()
     return stats  # what crossed the network; the snapshots that are new here
 
 

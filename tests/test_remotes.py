@@ -20,6 +20,7 @@ import pytest
 
 from conftest import maiffs, make_mount, mount_session
 from fsutil import wait_for
+from maiffs.store.lock import StoreLock
 from remote_spots import DirSpot, flip_byte
 
 
@@ -142,6 +143,12 @@ def test_a_push_or_pull_killed_half_way_finishes_when_run_again(tmp_path, spot):
         spot.add(tmp_path / "b-store", "r")
         staged = tmp_path / "b-store" / "incoming"
         killed_once_arrived(["pull", tmp_path / "b-store", "r"], lambda: list(staged.glob("*/index/*")))
+        beside = StoreLock(str(next(staged.iterdir())), "a test")  # as a pull running beside
+        try:
+            done = maiffs("pull", tmp_path / "b-store", "r", check=False)
+        finally:
+            beside.release()
+        assert done.returncode == 1 and "is running (pid " in done.stderr
         arrived = len(list(staged.glob("*/index/*")))
         assert maiffs("snapshot", "list", tmp_path / "b-store").stdout == ""
         got = moved("pull", tmp_path / "b-store", "r")

@@ -16,7 +16,7 @@ LOCK_NAME = "maiffs.lock"
 class StoreLock:
     """Hold the store's lock for the life of this object (or until release)."""
 
-    def __init__(self, store_path: str, purpose: str) -> None:
+    def __init__(self, store_path: str, purpose: str, refusal: str | None = None) -> None:
         self.path = os.path.join(store_path, LOCK_NAME)
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -24,6 +24,8 @@ class StoreLock:
         except BlockingIOError:
             holder = read_holder(store_path)
             os.close(self.fd)
+            if refusal is not None:
+                raise StoreError(f"{refusal} ({holder}); wait for it to finish") from None
             raise StoreError(f"store {store_path} is in use by {holder}; "
                              f"unmount it first (`maiffs umount MOUNTPOINT`)") from None
         self.describe(purpose)
