@@ -39,8 +39,9 @@ Subjects, on each destination, each with a fresh place there per repetition:
   threads); pull: list the prefix and `download_file` each key; second push: `upload_file` of
   the changed files, whose list is made before the timer starts.
 
-A pulled copy must hold the dataset's number of files and bytes, or that cell is n/a.
-Every step runs after an `os.sync()` (nothing written before is charged to it); caches are not
+A pulled copy must hold the dataset's number of files and bytes, or that cell is n/a. What a
+cycle put in the bucket is deleted after it (memstore is RAM); the local copies stay until the
+part ends (see run). Every step runs after an `os.sync()` (nothing written before is charged to it); caches are not
 dropped: the sources (the store's LMDB file, the plain files) were just written and stay in
 the page cache for all subjects alike. The CPU time of a sample is that of the client: this
 process and the commands it ran (getrusage), not the gateway's.
@@ -261,7 +262,7 @@ class Place:
         raise NotImplementedError
 
     def clear(self, key: str) -> None:
-        """Remove whatever a cycle left at key, so that the next starts from nothing."""
+        """Remove what a cycle left at key, if it cannot wait for the end of the part."""
         raise NotImplementedError
 
 
@@ -282,7 +283,7 @@ class DirPlace(Place):
         return str(self.root / key)
 
     def clear(self, key: str) -> None:
-        shutil.rmtree(self.root / key, ignore_errors=True)
+        """Nothing: local copies stay until the part ends (see run)."""
 
 
 class S3Place(Place):
@@ -575,7 +576,7 @@ def cycle(results: RemoteResults, subject: Subject, data: Dataset, rep: int, pul
     dest = subject.place.destination.key
     if results.reason(dest, data.key, subject.name):
         return
-    key = f"{subject.slug}-r{rep}-{data.key}"
+    key = f"{dest}-{subject.slug}-r{rep}-{data.key}"
     into = pulled / key
     try:
         subject.prepare(key)
@@ -592,13 +593,12 @@ def cycle(results: RemoteResults, subject: Subject, data: Dataset, rep: int, pul
         if isinstance(subject, MaiffsSubject):
             results.problems.append(f"maiffs, {subject.place.destination.label}, {data.label}: {why}")
     finally:
-        clean_up(results, subject, key, into)
+        clean_up(results, subject, key)
 
 
-def clean_up(results: RemoteResults, subject: Subject, key: str, into: Path) -> None:
-    """Remove what a cycle left, also after a failure half-way (a note, not an exception, if
-    that fails too: the next cycle uses another key)."""
-    shutil.rmtree(into, ignore_errors=True)
+def clean_up(results: RemoteResults, subject: Subject, key: str) -> None:
+    """Forget the remote and clear what must go now, also after a failure half-way (a note,
+    not an exception, if that fails too: the next cycle uses another key)."""
     for action in (subject.forget, subject.place.clear):
         try:
             action(key)
@@ -678,7 +678,8 @@ def run(args: argparse.Namespace, workdir: Path, say: Callable[[str], None]) -> 
     pulled = workdir / "remote-pulled"
     pulled.mkdir()
     with ExitStack() as stack:
-        places: list[Place] = [DirPlace(workdir / "remote-dir")]
+        local = DirPlace(workdir / "remote-dir")
+        places: list[Place] = [local]
         biggest = max(d.logical_bytes for d in results.datasets)
         if s3 := start_gateway(stack, results, max(ceph_rgw.MEMSTORE_BYTES, 3 * biggest + (1 << 30)), say):
             places.append(s3)
@@ -690,4 +691,11 @@ def run(args: argparse.Namespace, workdir: Path, say: Callable[[str], None]) -> 
                         f"{subject.place.destination.key}, {data.label}")
                     cycle(results, subject, data, rep, pulled)
         say("remotes: stopping the gateway")
+    # The local copies (pushed to the directory remote, pulled from either) are removed only
+    # now: on this VM's ext4, creating many files where many were just deleted costs up to
+    # 10 times the CPU (see the snapshots part), which would slow down every next copy of the
+    # small files by cp and rclone, and not maiffs's (its remote and its store hold few files).
+    say("remotes: removing the copies")
+    for leftover in (pulled, local.root, data_root):
+        shutil.rmtree(leftover)
     return results
