@@ -109,9 +109,12 @@ class Remote:
         self.catalog()
         return Uploader(self, sent)
 
-    def put_pack(self, pack_id: str, pack: bytes, index: bytes, entries: list[Entry]) -> None:
-        """The pack, then its index: a reader never finds an index whose pack is not whole."""
+    def put_pack(self, pack_id: str, pack: bytes) -> None:
+        """A pack, invisible to readers until its index is published."""
         self._put(pack_key(pack_id), pack)
+
+    def publish(self, pack_id: str, index: bytes, entries: list[Entry]) -> None:
+        """The index of a pack that is on the remote whole: its blobs are there from now on."""
         self._put(f"{INDEX}/{pack_id}", index)
         catalog = self.catalog()
         catalog.add(entries)

@@ -15,7 +15,6 @@ from urllib.parse import parse_qs, urlencode, urlparse
 from maiffs.errors import StoreError
 from maiffs.remotes.base import Remote
 from maiffs.remotes.dirremote import DirRemote
-from maiffs.remotes.s3remote import S3Remote
 
 CONFIG_NAME = "remotes.json"
 INDEX_CACHE = "remote-indexes"
@@ -91,6 +90,8 @@ def open_remote(url: str, store: str | None = None) -> Remote:
     directory (one folder per remote location, so renaming a remote loses nothing)."""
     cache = os.path.join(store, INDEX_CACHE, _location(url)) if store is not None else None
     if urlparse(url).scheme == "s3":
+        from maiffs.remotes.s3remote import S3Remote  # boto3 takes 90 ms to import: only for S3
+
         return S3Remote(*_s3_parts(url), cache_dir=cache)
     return DirRemote(directory_of(url), cache_dir=cache)
 

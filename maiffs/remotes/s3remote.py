@@ -9,6 +9,7 @@ never part of the URL, printed or logged.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -32,6 +33,7 @@ class S3Remote(Remote):
         super().__init__(f"s3://{bucket}/{self.prefix}", cache_dir)
         self.client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
         self.bucket_checked = False
+        self.bucket_lock = threading.Lock()
 
     def _full(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
@@ -52,13 +54,16 @@ class S3Remote(Remote):
             raise self._fail(exc) from None
 
     def _ensure_bucket(self) -> None:
-        try:
-            self.client.head_bucket(Bucket=self.bucket)
-        except botocore.exceptions.ClientError as exc:
-            if not self._missing(exc):
-                raise
-            self.client.create_bucket(Bucket=self.bucket)
-        self.bucket_checked = True
+        with self.bucket_lock:  # uploads run in several threads
+            if self.bucket_checked:
+                return
+            try:
+                self.client.head_bucket(Bucket=self.bucket)
+            except botocore.exceptions.ClientError as exc:
+                if not self._missing(exc):
+                    raise
+                self.client.create_bucket(Bucket=self.bucket)
+            self.bucket_checked = True
 
     def _unless_missing(self, call: Callable[[], T], missing: T) -> T:
         """call(), or missing when S3 says there is no such key; other failures: StoreError."""

@@ -213,7 +213,7 @@ def _pull_tree(txn: Txn, snapshots: Snapshots, remote: Remote, root: bytes,
     for cid, found in remote.fetch_chunks(chunks):
         if not isinstance(found, tuple):
             raise FsError(errno.EIO, str(found))
-        snapshots.ns.chunks.adopt(txn, cid, *found)
+        snapshots.ns.chunks.adopt(txn, cid, *found)  # fetch_chunks checked it
         stats.chunks += 1
         stats.bytes += len(found[1])
     order = list(fetched)

@@ -1,11 +1,13 @@
-"""Sending blobs to a remote in packs, uploaded by a thread of their own while the caller reads
-the next blobs from the store.
+"""Sending blobs to a remote in packs, uploaded by threads of their own (several packs in
+flight: one PUT at a time leaves most of an S3 link idle) while the caller reads the next
+blobs from the store.
 
 Order is what makes an interrupted push safe to resume: a tree object may only become visible
 on the remote (its pack's index written) after everything it refers to. Chunks go to data
 packs, tree objects to tree packs; before a tree pack is queued the current data pack is queued
-ahead of it, and one thread uploads the queue in order, each pack before its index. So whatever
-index exists on the remote, everything its objects need is in indexes written before it.
+ahead of it. Packs are numbered as they are queued and uploaded in any order, but their indexes
+are published in queue order, each after its pack. So whatever index exists on the remote,
+everything its objects need is in packs whose indexes were written before it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from maiffs.remotes.packs import CHUNK, OBJECT, Entry, PackBuilder
 
 DATA_PACK_BYTES = 16 << 20  # a PUT of this size runs at the link's speed on S3 and NFS
 TREE_PACK_BYTES = 4 << 20  # tree objects are small: a pull fetches a tree pack whole
-_QUEUED_PACKS = 2  # memory: at most this many finished packs wait besides the one uploading
+UPLOADERS = 4  # packs in flight (memory: this many plus the queue, 16 MiB each)
+_QUEUED_PACKS = 2
 
 #: called after each pack arrives: (bytes, blobs) of what it carried
 Sent = Callable[[int, int], None]
@@ -32,7 +35,9 @@ class PackSink(Protocol):
 
     where: str
 
-    def put_pack(self, pack_id: str, pack: bytes, index: bytes, entries: list[Entry]) -> None: ...
+    def put_pack(self, pack_id: str, pack: bytes) -> None: ...
+
+    def publish(self, pack_id: str, index: bytes, entries: list[Entry]) -> None: ...
 
 
 class Uploader:
@@ -44,11 +49,16 @@ class Uploader:
         self.sent = sent
         self.data = PackBuilder(DATA_PACK_BYTES)
         self.tree = PackBuilder(TREE_PACK_BYTES)
-        self.packs = 0
+        self.packs = 0  # queued so far; the number of each pack
         self.error: BaseException | None = None
-        self.queue: queue.Queue[PackBuilder | None] = queue.Queue(_QUEUED_PACKS)
-        self.thread = threading.Thread(target=self._upload_all, name="maiffs-upload", daemon=True)
-        self.thread.start()
+        self.queue: queue.Queue[tuple[int, PackBuilder] | None] = queue.Queue(_QUEUED_PACKS)
+        self.lock = threading.Lock()
+        self.uploaded: dict[int, tuple[str, bytes, list[Entry]]] = {}  # waiting to be published
+        self.published = 0
+        self.threads = [threading.Thread(target=self._upload_all, name="maiffs-upload", daemon=True)
+                        for _ in range(UPLOADERS)]
+        for thread in self.threads:
+            thread.start()
 
     def add_chunk(self, cid: bytes, raw_len: int, encoded: bytes) -> None:
         self.data.add(CHUNK, cid, encoded, raw_len)
@@ -68,7 +78,8 @@ class Uploader:
 
     def _queue(self, pack: PackBuilder, target: int) -> PackBuilder:
         self._raise_error()
-        self.queue.put(pack)
+        self.queue.put((self.packs, pack))
+        self.packs += 1
         return PackBuilder(target)
 
     def _raise_error(self) -> None:
@@ -78,17 +89,27 @@ class Uploader:
             raise StoreError(f"remote {self.remote.where}: {self.error}") from self.error
 
     def _upload_all(self) -> None:
-        while (pack := self.queue.get()) is not None:
+        while (item := self.queue.get()) is not None:
             if self.error is not None:
                 continue  # drain, so that the producer never blocks on a dead uploader
+            number, pack = item
             try:
                 pack_id, data, index, entries = pack.finish()
-                self.remote.put_pack(pack_id, data, index, entries)
-                self.packs += 1
-                if self.sent is not None:
-                    self.sent(sum(e.length for e in entries), len(entries))
+                self.remote.put_pack(pack_id, data)
+                with self.lock:
+                    self.uploaded[number] = (pack_id, index, entries)
+                    self._publish_in_order()
             except BaseException as exc:  # reported to the producer by _raise_error
                 self.error = exc
+
+    def _publish_in_order(self) -> None:
+        """Write the indexes of every uploaded pack whose predecessors are all published."""
+        while self.error is None and self.published in self.uploaded:
+            pack_id, index, entries = self.uploaded.pop(self.published)
+            self.remote.publish(pack_id, index, entries)
+            self.published += 1
+            if self.sent is not None:
+                self.sent(sum(e.length for e in entries), len(entries))
 
     def __enter__(self) -> "Uploader":
         return self
@@ -97,7 +118,9 @@ class Uploader:
                  tb: TracebackType | None) -> None:
         if kind is None and self.error is None:
             self._flush_tree()
-        self.queue.put(None)
-        self.thread.join()
+        for thread in self.threads:
+            self.queue.put(None)
+        for thread in self.threads:
+            thread.join()
         if kind is None:
             self._raise_error()
