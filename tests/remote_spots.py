@@ -28,8 +28,8 @@ class DirSpot:
         self.root = root
         self.url = str(root)
 
-    def add(self, store: Path, name: str) -> None:
-        maiffs("remote", "add", store, name, self.root)
+    def add(self, store: Path, name: str, volume: str | None = None) -> None:
+        maiffs("remote", "add", store, name, f"{self.root}#{volume}" if volume else self.root)
 
     def keys(self, folder: str = "") -> list[str]:
         base = self.root / folder
@@ -62,9 +62,9 @@ class S3Spot:
         if self.bucket not in [b["Name"] for b in self.client.list_buckets()["Buckets"]]:
             self.client.create_bucket(Bucket=self.bucket)
 
-    def add(self, store: Path, name: str) -> None:
-        maiffs("remote", "add", store, name, f"s3://{self.bucket}/{self.prefix}",
-               "--endpoint", self.endpoint)
+    def add(self, store: Path, name: str, volume: str | None = None) -> None:
+        maiffs("remote", "add", store, name, f"s3://{self.bucket}/{self.prefix}"
+               + (f"#{volume}" if volume else ""), "--endpoint", self.endpoint)
 
     def keys(self, folder: str = "") -> list[str]:
         start = f"{self.prefix}/{folder}"

@@ -133,7 +133,7 @@ def test_a_push_or_pull_killed_half_way_finishes_when_run_again(tmp_path, spot):
         os.mkdir(a.path / ".snapshots" / "s")
         spot.add(a.store, "r")
         killed_once_arrived(["push", a.store, "r"], lambda: spot.keys("index/"))
-        assert spot.keys("refs/") == []  # no ref before everything it needs is there
+        assert spot.keys("volumes/") == []  # no ref before everything it needs is there
         arrived = len(spot.keys("index/"))
         second = moved("push", a.store, "r")
         assert second["snapshots"] == 1
@@ -195,10 +195,33 @@ def test_two_stores_push_to_one_remote_at_once(tmp_path, spot):
         assert push.wait(timeout=120) == 0, push.stderr.read() if push.stderr else ""
         if push.stderr:
             push.stderr.close()
-    assert sorted(k.rsplit("/", 1)[1] for k in spot.keys("refs/")) == ["from-a", "from-b"]
+    assert sorted(k.rsplit("/", 1)[1] for k in spot.keys("volumes/")) == ["from-a", "from-b"]
     maiffs("clone", spot.url, tmp_path / "c")
     assert maiffs("fsck", tmp_path / "c", check=False).returncode == 0
     assert maiffs("verify", tmp_path / "c", "--remote", "origin").returncode == 0
+
+
+def test_volumes_keep_writers_apart_and_share_their_data(tmp_path, spot):
+    same = os.urandom(4 << 20)
+    for name in ("a", "b"):
+        with session(tmp_path / name) as m:
+            (m.path / "same.bin").write_bytes(same)
+            (m.path / "own").write_text(name)
+            os.mkdir(m.path / ".snapshots" / "daily")  # the same name in both volumes
+            spot.add(m.store, "r", volume=name)
+            sent = moved("push", m.store, "r")
+        assert (sent["bytes"] > 4 << 20) == (name == "a")  # b's copy of same.bin was there
+    for name in ("a", "b"):
+        maiffs("clone", f"{spot.url}#{name}", tmp_path / f"clone-{name}")
+        (tmp_path / f"m-{name}").mkdir()
+        maiffs("mount", tmp_path / f"clone-{name}", tmp_path / f"m-{name}")
+        try:
+            assert (tmp_path / f"m-{name}" / "own").read_text() == name
+            assert (tmp_path / f"m-{name}" / "same.bin").read_bytes() == same
+        finally:
+            maiffs("umount", tmp_path / f"m-{name}")
+    done = maiffs("remote", "add", tmp_path / "clone-a", "bad", f"{spot.url}#no/slash", check=False)
+    assert done.returncode == 1 and "volume 'no/slash'" in done.stderr
 
 
 def flip_a_byte_of_every_chunk(store: Path) -> int:
@@ -345,7 +368,7 @@ def test_replicate_pushes_every_new_snapshot_and_shows_the_lag(tmp_path):
 
 
 def _refs(remote: DirSpot) -> list[str]:
-    return [k.rsplit("/", 1)[1] for k in remote.keys("refs/snapshots")]
+    return [k.rsplit("/", 1)[1] for k in remote.keys("volumes/default/refs")]
 
 
 def _replication(m) -> dict:

@@ -2,7 +2,9 @@
 four storage primitives that each kind of remote (directory, S3 bucket) provides.
 
 Keys: `packs/AB/PACKID` (many chunks or tree objects, packs.py), `index/PACKID` (where each is in
-that pack), `refs/snapshots/NAME` (JSON: root id, time). Packs and indexes never change once
+that pack), `volumes/VOLUME/refs/NAME` (JSON: root id, time). A volume is one writer's line of
+snapshots (`URL#VOLUME`, `default` without); packs are shared by all volumes, so data pushed by
+several stores is stored once. Packs and indexes never change once
 written, and a write is all-or-nothing, which is all the push protocol needs (upload.py,
 transfer.py). Everything read back is checked against its id before it is returned, and a blob
 held by several packs is taken from the first good one.
@@ -22,8 +24,8 @@ from maiffs.remotes.upload import Sent, Uploader
 from maiffs.snapshots.objects import object_id
 from maiffs.store.chunks import decode_chunk
 
-REFS = "refs/snapshots"
 INDEX = "index"
+DEFAULT_VOLUME = "default"
 RANGE_GAP = 1 << 20  # ranges of one pack closer than this are fetched in one request
 RANGE_SPAN = 64 << 20  # and no request asks for more than this
 TREE_PACKS_KEPT = 8  # tree packs kept whole in memory while a tree is walked
@@ -48,8 +50,10 @@ def pack_key(pack_id: str) -> str:
 class Remote:
     """A remote, given put/get/get-range/list of whole values by key."""
 
-    def __init__(self, where: str, cache_dir: str | None) -> None:
+    def __init__(self, where: str, cache_dir: str | None, volume: str = DEFAULT_VOLUME) -> None:
         self.where = where  # for messages: never with credentials
+        self.volume = volume
+        self.refs_folder = f"volumes/{volume}/refs"
         self._catalog: Catalog | None = None
         self.cache_dir = cache_dir  # local copies of the remote's index files (None: no cache)
         self._tree_packs: OrderedDict[str, bytes | None] = OrderedDict()
@@ -122,11 +126,11 @@ class Remote:
 
     def set_ref(self, name: str, root: bytes, created_ns: int) -> None:
         """Point snapshot name at root: written last, once everything it needs is there."""
-        self._put(f"{REFS}/{name}", json.dumps({"root": root.hex(), "created_ns": created_ns}).encode())
+        self._put(f"{self.refs_folder}/{name}", json.dumps({"root": root.hex(), "created_ns": created_ns}).encode())
 
     # -- reading ------------------------------------------------------------------------------------
     def get_ref(self, name: str) -> tuple[bytes, int]:
-        data = self._get(f"{REFS}/{name}")
+        data = self._get(f"{self.refs_folder}/{name}")
         if data is None:
             raise StoreError(f"remote {self.where} has no snapshot {name!r}")
         try:
@@ -136,7 +140,7 @@ class Remote:
             raise StoreError(f"remote {self.where}: snapshot ref {name!r} is malformed ({exc})") from None
 
     def refs(self) -> list[str]:
-        return sorted(self._names(REFS))
+        return sorted(self._names(self.refs_folder))
 
     def get_object(self, oid: bytes) -> bytes:
         """A tree object's encoding, checked against its id (its tree pack is fetched whole

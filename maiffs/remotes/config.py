@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import blake3
 from urllib.parse import parse_qs, urlencode, urlparse
 
 from maiffs.errors import StoreError
-from maiffs.remotes.base import Remote
+from maiffs.remotes.base import DEFAULT_VOLUME, Remote
 from maiffs.remotes.dirremote import DirRemote
 
 CONFIG_NAME = "remotes.json"
+VOLUME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 INDEX_CACHE = "remote-indexes"
 STAGING = "incoming"
 
@@ -48,12 +50,24 @@ def save(store: str, remotes: dict[str, str]) -> None:
     os.rename(tmp, _path(store))
 
 
+def split_volume(url: str) -> tuple[str, str]:
+    """(where the remote is, which volume in it): `URL#VOLUME`, the volume `default` without."""
+    where, hash_, volume = url.rpartition("#")
+    if not hash_:
+        return url, DEFAULT_VOLUME
+    if not VOLUME_NAME.fullmatch(volume):
+        raise StoreError(f"remote URL {url!r}: volume {volume!r} must be 1-64 letters, digits, "
+                         f"'.', '_' or '-'")
+    return where, volume
+
+
 def check_url(url: str) -> None:
     """Refuse a URL no remote can be made of (before it is saved)."""
-    if urlparse(url).scheme == "s3":
-        _s3_parts(url)
+    where, _volume = split_volume(url)
+    if urlparse(where).scheme == "s3":
+        _s3_parts(where)
     else:
-        directory_of(url)
+        directory_of(where)
 
 
 def _s3_parts(url: str) -> tuple[str, str, str | None]:
@@ -68,9 +82,11 @@ def with_endpoint(url: str, endpoint: str | None) -> str:
     """An s3:// URL carrying the endpoint to reach (`remote add --endpoint`)."""
     if endpoint is None:
         return url
-    if urlparse(url).scheme != "s3":
+    where, volume = split_volume(url)
+    if urlparse(where).scheme != "s3":
         raise StoreError("--endpoint goes with s3:// URLs")
-    return f"{url}?{urlencode({'endpoint': endpoint})}"
+    tail = f"#{volume}" if "#" in url else ""
+    return f"{where}?{urlencode({'endpoint': endpoint})}{tail}"
 
 
 def directory_of(url: str) -> str:
@@ -88,12 +104,13 @@ def directory_of(url: str) -> str:
 def open_remote(url: str, store: str | None = None) -> Remote:
     """The remote at url; with store, it keeps copies of the remote's indexes in the store's
     directory (one folder per remote location, so renaming a remote loses nothing)."""
-    cache = os.path.join(store, INDEX_CACHE, _location(url)) if store is not None else None
-    if urlparse(url).scheme == "s3":
+    where, volume = split_volume(url)
+    cache = os.path.join(store, INDEX_CACHE, _location(where)) if store is not None else None
+    if urlparse(where).scheme == "s3":
         from maiffs.remotes.s3remote import S3Remote  # boto3 takes 90 ms to import: only for S3
 
-        return S3Remote(*_s3_parts(url), cache_dir=cache)
-    return DirRemote(directory_of(url), cache_dir=cache)
+        return S3Remote(*_s3_parts(where), cache_dir=cache, volume=volume)
+    return DirRemote(directory_of(where), cache_dir=cache, volume=volume)
 
 
 def url_of(store: str, name: str) -> str:

@@ -12,14 +12,14 @@ import os
 import uuid
 from pathlib import Path
 
-from maiffs.remotes.base import Remote, RemoteAbsent
+from maiffs.remotes.base import DEFAULT_VOLUME, Remote, RemoteAbsent
 
 
 class DirRemote(Remote):
     """The remote at path (created on first push)."""
 
-    def __init__(self, path: str, cache_dir: str | None = None) -> None:
-        super().__init__(str(path), cache_dir)
+    def __init__(self, path: str, cache_dir: str | None = None, volume: str = DEFAULT_VOLUME) -> None:
+        super().__init__(str(path), cache_dir, volume)
         self.path = Path(path)
 
     def _put(self, key: str, data: bytes) -> None:

@@ -1,8 +1,9 @@
 """An S3 remote (Ceph RGW, MinIO, AWS S3): the directory remote's layout as keys in a bucket.
 
-`s3://BUCKET/PREFIX?endpoint=URL`: keys PREFIX/packs/AB/ID, PREFIX/index/ID and
-PREFIX/refs/snapshots/NAME, as in a directory remote; a chunk is read with a ranged GET. A PUT is atomic in S3 (a reader sees the
-whole object or none), which is all the push protocol needs. Credentials come from the
+`s3://BUCKET/PREFIX?endpoint=URL[#VOLUME]`: keys PREFIX/packs/AB/ID, PREFIX/index/ID and
+PREFIX/volumes/VOLUME/refs/NAME, as in a directory remote; a chunk is read with a ranged GET. A
+PUT is atomic in S3 (a reader sees the whole object or none), which is all the push protocol
+needs. Credentials come from the
 environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or boto3's usual 0600 files; they are
 never part of the URL, printed or logged.
 """
@@ -17,7 +18,7 @@ import boto3
 import botocore.exceptions
 
 from maiffs.errors import StoreError
-from maiffs.remotes.base import Remote, RemoteAbsent
+from maiffs.remotes.base import DEFAULT_VOLUME, Remote, RemoteAbsent
 
 _MISSING = ("404", "NoSuchKey", "NotFound")
 T = TypeVar("T")
@@ -27,10 +28,10 @@ class S3Remote(Remote):
     """The remote at s3://bucket/prefix on endpoint."""
 
     def __init__(self, bucket: str, prefix: str, endpoint: str | None,
-                 cache_dir: str | None = None) -> None:
+                 cache_dir: str | None = None, volume: str = DEFAULT_VOLUME) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
-        super().__init__(f"s3://{bucket}/{self.prefix}", cache_dir)
+        super().__init__(f"s3://{bucket}/{self.prefix}", cache_dir, volume)
         self.client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
         self.bucket_checked = False
         self.bucket_lock = threading.Lock()
