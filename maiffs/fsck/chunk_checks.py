@@ -10,7 +10,7 @@ from maiffs.errors import CorruptChunk
 from maiffs.fsck.found import AsFound
 from maiffs.fsck.model import ChunkLengths, Model
 from maiffs.fsck.report import Findings
-from maiffs.store.chunks import ChunkStore, PreparedChunk, decode_chunk
+from maiffs.store.chunks import EVICTED, ChunkStore, PreparedChunk, decode_chunk
 from maiffs.store.env import Txn
 
 
@@ -35,7 +35,11 @@ class ChunkChecks:
         for cid in sorted(self.model.chunk_ids):
             self._chunk(cid, lengths.get(cid))
         for cid in sorted(set(self.model.refs) - self.model.chunk_ids):
-            self._broken(cid, "is missing from the store")
+            raw_len, stored = self.model.refs[cid][1:]
+            if stored == EVICTED:  # a cache store's: its remote holds the data
+                self.good[cid] = (raw_len, EVICTED)
+            else:
+                self._broken(cid, "is missing from the store")
 
     def _chunk(self, cid: bytes, extent_len: int | None) -> None:
         ref = self.model.refs.get(cid)

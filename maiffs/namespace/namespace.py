@@ -922,11 +922,13 @@ class Namespace:
                 "name_max": NAME_MAX}
 
     def write_back_healed(self) -> int:
-        """Store the good copies of damaged chunks that reads fetched from elsewhere."""
-        if not self.chunks.healed:
+        """Store the chunks that reads fetched from elsewhere: good copies of damaged ones
+        (their count is returned) and evicted ones read again."""
+        if not self.chunks.healed and not self.chunks.filled:
             return 0
         done = self.store.write(self.chunks.write_back)
         self.chunks.healed.clear()
+        self.chunks.filled.clear()
         return done
 
     def flush_all(self) -> None:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from maiffs.errors import CorruptChunk, StoreError
 from maiffs.remotes.base import Remote, RemoteDamage
 from maiffs.snapshots.objects import TreeObject, object_id
-from maiffs.store.chunks import REF_RECORD, ChunkStore, decode_chunk
+from maiffs.store.chunks import EVICTED, REF_RECORD, ChunkStore, decode_chunk
 from maiffs.store.env import Store, Txn
 
 
@@ -63,6 +63,8 @@ def local_damage(store: Store, sample: float = 1.0, seed: int | None = None) -> 
 
 def _chunk_problem(txn: Txn, cid: bytes) -> str | None:
     ref, encoded = txn.get("chunkrefs", cid), txn.get("chunks", cid)
+    if encoded is None and REF_RECORD.unpack(ref)[2] == EVICTED:
+        return None  # a cache store's: held by its remote
     if encoded is None:
         return "is missing"
     try:

@@ -23,6 +23,10 @@ from maiffs.store.env import Txn
 FORMAT_RAW = 0
 FORMAT_ZSTD = 1
 REF_RECORD = struct.Struct(">QII")  # refcount, raw length, stored length
+#: the stored length of a chunk whose data a cache store dropped (a remote holds it); a stored
+#: chunk is never 0 bytes (its format byte)
+EVICTED = 0
+RECENT_KEPT = 1 << 20  # chunk ids remembered as recently read (32 MiB of ids)
 ID_SIZE = 32
 #: A compressed chunk must save at least this fraction to be kept compressed.
 MIN_SAVING = 0.03
@@ -127,8 +131,13 @@ class ChunkStore:
     def __init__(self, cache_bytes: int = 64 << 20) -> None:
         self.cache = ChunkCache(cache_bytes)
         #: where a good copy of a damaged chunk may be had: cid -> (raw length, encoded) or None
-        self.fallback: Callable[[bytes], tuple[int, bytes] | None] | None = None
-        self.healed: dict[bytes, tuple[int, bytes]] = {}
+        #: (cid, damaged: not merely evicted) -> (raw length, encoded) or None
+        self.fallback: Callable[[bytes, bool], tuple[int, bytes] | None] | None = None
+        self.healed: dict[bytes, tuple[int, bytes]] = {}  # good copies of damaged chunks
+        self.filled: dict[bytes, tuple[int, bytes]] = {}  # evicted chunks read again
+        self.recent: OrderedDict[bytes, None] = OrderedDict()  # recently read, newest last
+        self.local_reads = 0  # chunk reads served by the store (a cache store's hits)
+        self.remote_reads = 0  # evicted chunks fetched again (its misses)
 
     def add(self, txn: Txn, chunk: PreparedChunk) -> None:
         """Store a chunk or, if the store has it already, take one more reference to it."""
@@ -175,41 +184,91 @@ class ChunkStore:
         self.cache.drop(cid)
 
     def get(self, txn: Txn, cid: bytes) -> bytes:
-        """The raw bytes of a chunk, verified against its id; a missing or corrupt chunk comes
-        from the fallback source (a remote) when there is one, else CorruptChunk."""
+        """The raw bytes of a chunk, verified against its id; a chunk evicted from a cache store
+        is fetched from the fallback source (a remote); a missing or corrupt one too, when there
+        is one, else CorruptChunk."""
         data = self.cache.get(cid)
         if data is not None:
             return data
         ref = txn.get("chunkrefs", cid)
         encoded = txn.get("chunks", cid)
-        try:
-            if ref is None or encoded is None:
-                raise CorruptChunk(cid, "is missing from the store")
-            data = decode_chunk(cid, encoded, REF_RECORD.unpack(ref)[1])
-        except CorruptChunk as exc:
-            data = self._heal(cid, exc, known=ref is not None)
+        if ref is not None and encoded is None and REF_RECORD.unpack(ref)[2] == EVICTED:
+            data = self._fill(cid)
+        else:
+            try:
+                if ref is None or encoded is None:
+                    raise CorruptChunk(cid, "is missing from the store")
+                data = decode_chunk(cid, encoded, REF_RECORD.unpack(ref)[1])
+                self.local_reads += 1
+            except CorruptChunk as exc:
+                data = self._heal(cid, exc, known=ref is not None)
+        self.used(cid)
         self.cache.put(cid, data)
         return data
+
+    def _fetch(self, cid: bytes, damaged: bool) -> tuple[int, bytes, bytes] | None:
+        """(raw length, encoded, raw bytes) of a good copy from the fallback, or None."""
+        found = self.fallback(cid, damaged) if self.fallback is not None else None
+        if found is None:
+            return None
+        raw_len, encoded = found
+        try:
+            return raw_len, encoded, decode_chunk(cid, encoded, raw_len)
+        except CorruptChunk:
+            return None
+
+    def _fill(self, cid: bytes) -> bytes:
+        """An evicted chunk, fetched again and queued to be stored (a cache miss)."""
+        found = self._fetch(cid, damaged=False)
+        if found is None:
+            raise CorruptChunk(cid, "was evicted from this cache and no remote has it")
+        self.remote_reads += 1
+        self.filled[cid] = found[:2]
+        return found[2]
 
     def _heal(self, cid: bytes, damage: CorruptChunk, known: bool) -> bytes:
         """A good copy of a damaged chunk from the fallback, queued to be written back (by
         write_back, in a write transaction of the caller's: reads run in read transactions)."""
-        found = self.fallback(cid) if self.fallback is not None else None
+        found = self._fetch(cid, damaged=True)
         if found is None:
             raise damage
-        raw_len, encoded = found
-        try:
-            data = decode_chunk(cid, encoded, raw_len)
-        except CorruptChunk:
-            raise damage from None
         if known:  # a chunk whose record is gone entirely is fsck's to rebuild
-            self.healed[cid] = (raw_len, encoded)
-        return data
+            self.healed[cid] = found[:2]
+        return found[2]
+
+    def used(self, cid: bytes) -> None:
+        """Remember cid as recently read (a cache store evicts the least recently read)."""
+        self.recent[cid] = None
+        self.recent.move_to_end(cid)
+        if len(self.recent) > RECENT_KEPT:
+            self.recent.popitem(last=False)
 
     def write_back(self, txn: Txn) -> int:
-        """Store the good copies fetched by reads over their damaged local ones; the count."""
+        """Store the good copies fetched by reads over their damaged or evicted local ones;
+        the count of damaged ones replaced."""
+        for cid, (raw_len, encoded) in self.filled.items():
+            self.replace(txn, cid, raw_len, encoded)
         return sum(self.replace(txn, cid, raw_len, encoded)
                    for cid, (raw_len, encoded) in self.healed.items())
+
+    def record_absent(self, txn: Txn, cid: bytes, raw_len: int) -> None:
+        """A chunk a remote holds, known here without its data (a cache store's, fetched on
+        first read); its users take their references."""
+        if txn.get("chunkrefs", cid) is None:
+            txn.put("chunkrefs", cid, REF_RECORD.pack(0, raw_len, EVICTED))
+            txn.count(chunks=1, chunk_raw_bytes=raw_len)
+
+    def evict(self, txn: Txn, cid: bytes) -> int:
+        """Drop a chunk's data, keeping its record (a remote holds it); the bytes freed."""
+        ref = txn.get("chunkrefs", cid)
+        if ref is None or txn.get("chunks", cid) is None:
+            return 0
+        count, raw_len, stored = REF_RECORD.unpack(ref)
+        txn.delete("chunks", cid)
+        txn.put("chunkrefs", cid, REF_RECORD.pack(count, raw_len, EVICTED))
+        txn.count(chunk_stored_bytes=-stored)
+        self.cache.drop(cid)
+        return stored
 
     @staticmethod
     def replace(txn: Txn, cid: bytes, raw_len: int, encoded: bytes) -> bool:
