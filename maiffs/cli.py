@@ -106,11 +106,19 @@ def _daemonize(run: Callable[[Callable[[str | None], None]], None]) -> None:
 @click.option("-o", "options", multiple=True, metavar="OPT[,OPT...]",
               help="allow_other, nonempty, commit_interval=SECONDS, compression=LEVEL, cache_size=SIZE, "
                    "debug, snapshot_every=INTERVAL (e.g. 15m), keep=RULES (e.g. hourly:24,daily:7)")
-def mount(store: str, mountpoint: str, foreground: bool, options: tuple[str, ...]) -> None:
+@click.option("--follow", metavar="URL[#VOLUME]",
+              help="Follower mount: the newest snapshot of this remote volume, read-only, "
+                   "switched as new ones arrive; STORE is the local cache (made if absent; "
+                   "-o cache_size=SIZE bounds it, -o follow_every=INTERVAL, default 5s).")
+def mount(store: str, mountpoint: str, foreground: bool, options: tuple[str, ...],
+          follow: str | None) -> None:
     """Mount STORE on MOUNTPOINT."""
     from maiffs.daemon import check_mountpoint, serve
 
     opts = MountOptions.parse(list(options))
+    opts.follow = follow or opts.follow
+    if opts.follow:
+        _follower_store(store, opts.follow)
     Store.open(store, readonly=True).env.close()  # fail early, in this process, on a bad store
     check_mountpoint(mountpoint, opts.nonempty)
     _log_to(store, foreground, opts.debug)
@@ -120,6 +128,17 @@ def mount(store: str, mountpoint: str, foreground: bool, options: tuple[str, ...
     _daemonize(lambda ready: serve(store, mountpoint, opts, ready))
     click.echo(f"mounted {os.path.abspath(store)} on {os.path.abspath(mountpoint)}; "
                f"unmount with: maiffs umount {mountpoint}")
+
+
+def _follower_store(store: str, url: str) -> None:
+    """A follower's cache store: made on first use, its remote `origin` the followed URL."""
+    remotes.check_url(url)
+    if not os.path.isdir(store) or not os.listdir(store):
+        Store.create(store).close()
+    known = remotes.load(store)
+    if known.get(remotes.ORIGIN) not in (None, url):
+        raise StoreError(f"store {store} follows {known[remotes.ORIGIN]}, not {url}")
+    remotes.save(store, {**known, remotes.ORIGIN: url})
 
 
 @cli.command()
@@ -166,8 +185,9 @@ def stat_cmd(target: str, as_json: bool) -> None:
     """Files, bytes, dedup and compression of a store (or of the store mounted at TARGET)."""
     report = store_report(resolve_store(target))
     live = _daemon_stats(report["mounted_on"])
-    if live.get("replication"):
-        report["replication"] = live["replication"]
+    for key in ("replication", "follow"):  # what only the daemon knows
+        if live.get(key):
+            report[key] = live[key]
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
@@ -380,7 +400,7 @@ def clone(url: str, store: str, as_json: bool, quiet: bool) -> None:
     if not names:
         raise StoreError(f"remote {url} has no snapshots")
     Store.create(store).close()
-    remotes.save(store, {"origin": url})
+    remotes.save(store, {remotes.ORIGIN: url})
     stats = _pull(store, url, "clone", names, quiet)
     with commands.reading(store) as snaps:
         newest = max(snaps.list(), key=lambda info: info.created_ns).name

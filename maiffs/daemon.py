@@ -20,10 +20,12 @@ from maiffs.archive.faces import ArchiveTree
 from maiffs.archive.view import ZipTree
 from maiffs.control import ControlTree
 from maiffs.errors import StoreError
+from maiffs.follower import Follower
 from maiffs.fuse.operations import Operations
 from maiffs.mounts import is_mountpoint
 from maiffs.namespace import Namespace
 from maiffs.options import MountOptions
+from maiffs.remotes.config import ORIGIN
 from maiffs.remotes.heal import chunk_source
 from maiffs.replication import Replicator
 from maiffs.service import SnapshotService
@@ -53,7 +55,7 @@ def check_mountpoint(mountpoint: str, nonempty: bool = False) -> None:
                          f"if a daemon died, run `maiffs umount {mountpoint}`") from None
 
 
-async def _commit_loop(ops: Operations, interval: float) -> None:
+async def _commit_loop(ops: Operations, interval: float, follower: Follower | None) -> None:
     """Group commit: every interval, commit buffered writes and make everything durable."""
     while True:
         await trio.sleep(interval)
@@ -62,6 +64,8 @@ async def _commit_loop(ops: Operations, interval: float) -> None:
             healed = ops.ns.write_back_healed()
             if healed:
                 log.warning("commit: %d damaged chunks replaced by copies from remotes", healed)
+            if follower is not None and follower.cache_limit:
+                follower.trim()
             await trio.to_thread.run_sync(ops.ns.store.sync)
         except Exception as exc:  # a full disk must not stop the loop
             log.error("commit: %s", exc)
@@ -78,7 +82,9 @@ async def _signal_watch() -> None:
 async def _main(ops: Operations, service: SnapshotService, options: MountOptions) -> None:
     async with trio.open_nursery() as nursery:
         ops.nursery = nursery
-        nursery.start_soon(_commit_loop, ops, options.commit_interval)
+        nursery.start_soon(_commit_loop, ops, options.commit_interval, service.follower)
+        if service.follower is not None:
+            nursery.start_soon(service.follower.run)
         nursery.start_soon(_signal_watch)
         if options.snapshot_every:
             nursery.start_soon(service.auto_snapshots, options)
@@ -99,11 +105,15 @@ def serve(store_path: str, mountpoint: str, options: MountOptions,
         check_mountpoint(mountpoint, options.nonempty)
         lock = StoreLock(store_path, f"mounted on {mountpoint}")
         store = Store.open(store_path)
-        ns = Namespace(store, level=options.compression, cache_bytes=options.cache_size)
-        ns.chunks.fallback = chunk_source(store_path)
+        ns = Namespace(store, level=options.compression, cache_bytes=options.memory_cache)
         snapshots = Snapshots(ns)
         service = SnapshotService(snapshots, replicator=Replicator(
             snapshots, store_path, options.replicate) if options.replicate else None)
+        if options.follow:
+            service.follower = Follower(service, store_path, options.follow, options.follow_every,
+                                        options.cache_size, options.prefetch)
+        ns.chunks.fallback = chunk_source(store_path, service.follower and {
+            ORIGIN: service.follower.remote})
         ops = service.ops = Operations(ns, trees=[
             SnapshotTree(service.snapshots, service.take, service.drop),
             ControlTree(service.snapshots, service.stats, service.run),
@@ -111,6 +121,8 @@ def serve(store_path: str, mountpoint: str, options: MountOptions,
         fuse_options = set(pyfuse3.default_options) | {f"fsname={store_path}", "subtype=maiffs"}
         if options.allow_other:
             fuse_options.add("allow_other")
+        if options.follow:  # the kernel refuses every change with EROFS
+            fuse_options.add("ro")
         if options.debug:
             fuse_options.add("debug")
         try:

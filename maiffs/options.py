@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields
 from maiffs.errors import StoreError
 from maiffs.snapshots.retention import DEFAULT_POLICY, RetentionPolicy, parse_interval, parse_policy
 
+DEFAULT_MEMORY_CACHE = 64 << 20
 _SIZE_SUFFIX = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
@@ -26,11 +27,19 @@ class MountOptions:
     nonempty: bool = False  # mount over a directory that has files in it (they are hidden)
     commit_interval: float = 2.0
     compression: int = 3
-    cache_size: int = 64 << 20
+    cache_size: int = 0  # memory for decompressed chunks (0: 64 MiB); a follower's store bound
     debug: bool = False
     snapshot_every: float = 0.0  # seconds between automatic snapshots; 0 = none
     keep: RetentionPolicy = DEFAULT_POLICY  # which automatic snapshots pruning keeps
     replicate: tuple[str, ...] = ()  # remotes every new snapshot is pushed to
+    follow: str = ""  # a follower mount of this remote URL#VOLUME (set by `mount --follow`)
+    follow_every: float = 5.0  # seconds between a follower's looks for a newer snapshot
+    prefetch: bool = False  # a follower fetches each new snapshot's data in the background
+
+    @property
+    def memory_cache(self) -> int:
+        """Bytes of decompressed chunks kept in memory (cache_size bounds a follower's store)."""
+        return DEFAULT_MEMORY_CACHE if self.follow or not self.cache_size else self.cache_size
 
     @classmethod
     def parse(cls, specs: list[str]) -> "MountOptions":
@@ -48,6 +57,10 @@ class MountOptions:
                         out.cache_size = parse_size(value)
                     elif key == "commit_interval":
                         out.commit_interval = float(value.rstrip("s"))
+                    elif key == "follow_every":
+                        out.follow_every = parse_interval(value)
+                    elif key == "follow":
+                        out.follow = value
                     elif key == "snapshot_every":
                         out.snapshot_every = parse_interval(value)
                     elif key == "keep":
@@ -64,6 +77,8 @@ class MountOptions:
             raise StoreError("compression must be a zstd level from 0 (off) to 22")
         if out.commit_interval <= 0:
             raise StoreError("commit_interval must be positive")
+        if out.follow_every <= 0:
+            raise StoreError("follow_every must be positive")
         return out
 
 

@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyfuse3
 import trio
@@ -27,6 +27,9 @@ from maiffs.snapshots.manager import SnapshotInfo, Snapshots
 from maiffs.snapshots.retention import auto_name, to_prune
 from maiffs.snapshots.view import SNAPDIR_INO
 
+if TYPE_CHECKING:  # the follower is built on this service
+    from maiffs.follower import Follower
+
 log = logging.getLogger(__name__)
 
 
@@ -38,6 +41,7 @@ class SnapshotService:
         self.snapshots = snapshots
         self.ops = ops
         self.replicator = replicator
+        self.follower: Follower | None = None  # set on a follower mount
         # however a snapshot goes (rmdir, the CLI, pruning), the kernel's entry for it goes too
         snapshots.deleted_hooks.append(lambda name: _forget_name(SNAPDIR_INO, name))
 
@@ -68,6 +72,8 @@ class SnapshotService:
                        chunk_cache_bytes=cache.bytes, chunk_cache_hits=cache.hits,
                        chunk_cache_misses=cache.misses,
                        replication=self.replicator.status() if self.replicator else {})
+        if self.follower is not None:
+            numbers["follow"] = self.follower.status()
         return numbers
 
     async def auto_snapshots(self, options: MountOptions) -> None:

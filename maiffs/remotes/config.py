@@ -20,6 +20,7 @@ from maiffs.remotes.dirremote import DirRemote
 CONFIG_NAME = "remotes.json"
 VOLUME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 INDEX_CACHE = "remote-indexes"
+ORIGIN = "origin"  # the remote a store was cloned from, or a follower follows
 STAGING = "incoming"
 
 

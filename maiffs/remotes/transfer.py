@@ -202,26 +202,75 @@ def _pull_tree(txn: Txn, snapshots: Snapshots, remote: Remote, root: bytes,
                stats: TransferStats) -> None:
     """Store root's tree from the remote (what is missing here); returns holding one reference
     to root, which the new snapshot record takes."""
-    objects = snapshots.objects
-
-    def here(kind: bytes, oid: bytes) -> bool:
-        if kind == OBJECT:
-            return objects.refcount(txn, oid) > 0
-        return txn.get("chunkrefs", oid) is not None
-
-    fetched, chunks = _remote_lacking(remote, [root], here)
+    fetched, chunks = _remote_lacking(remote, [root], _here_in(txn, snapshots))
     for cid, found in remote.fetch_chunks(chunks):
         if not isinstance(found, tuple):
             raise FsError(errno.EIO, str(found))
         snapshots.ns.chunks.adopt(txn, cid, *found)  # fetch_chunks checked it
         stats.chunks += 1
         stats.bytes += len(found[1])
+    stats.objects += len(fetched)
+    stats.bytes += sum(len(encoded) for encoded in fetched.values())
+    _adopt_objects(txn, snapshots, fetched, root)
+
+
+def _here_in(txn: Txn, snapshots: Snapshots) -> Callable[[bytes, bytes], bool]:
+    def here(kind: bytes, oid: bytes) -> bool:
+        if kind == OBJECT:
+            return snapshots.objects.refcount(txn, oid) > 0
+        return txn.get("chunkrefs", oid) is not None
+    return here
+
+
+def _adopt_objects(txn: Txn, snapshots: Snapshots, fetched: dict[bytes, bytes], root: bytes) -> None:
+    """Store the fetched objects of root's tree (children first, root last if fetched),
+    leaving one reference to root for the snapshot record that follows."""
+    objects = snapshots.objects
     order = list(fetched)
     for oid in order:
         objects.put(txn, TreeObject.decode(fetched[oid]))  # one reference of ours, one to each child
-        stats.objects += 1
-        stats.bytes += len(fetched[oid])
     for oid in order[:-1]:
         objects.decref(txn, oid)  # parents hold theirs now
     if not order:  # the root was here already
         objects.incref(txn, root)
+
+
+@dataclass
+class TreeOnly:
+    """A remote snapshot's tree objects and the sizes of the chunks this store lacks."""
+
+    name: str
+    root: bytes
+    created_ns: int
+    objects: dict[bytes, bytes]
+    chunks: dict[bytes, int]  # id -> raw length
+
+
+def fetch_tree(snapshots: Snapshots, remote: Remote, name: str) -> TreeOnly:
+    """What recording a remote snapshot without its data needs (network only: run it in a
+    thread; record_tree then takes a moment in a write transaction)."""
+    root, created_ns = remote.get_ref(name)
+    with snapshots.store.read() as txn:
+        objects, chunks = _remote_lacking(remote, [root], _here_in(txn, snapshots))
+    sizes = {}
+    for cid in chunks:
+        places = remote.catalog().where(CHUNK, cid)
+        if not places:
+            raise StoreError(f"remote {remote.where} has no chunk {cid.hex()} of snapshot {name!r}")
+        sizes[cid] = places[0].raw_len
+    return TreeOnly(name, root, created_ns, objects, sizes)
+
+
+def record_tree(snapshots: Snapshots, tree: TreeOnly) -> None:
+    """Record a snapshot fetched by fetch_tree: its chunks are known here but not held (a read
+    fetches each from the remote the first time)."""
+    def txn_fn(txn: Txn) -> None:
+        if txn.get("snapshots", name_key(tree.name)) is not None:
+            return
+        for cid, raw_len in tree.chunks.items():
+            snapshots.ns.chunks.record_absent(txn, cid, raw_len)
+        _adopt_objects(txn, snapshots, tree.objects, tree.root)
+        snapshots.record(txn, tree.name, tree.root, tree.created_ns)
+
+    snapshots.store.write(txn_fn)
+    snapshots.changed()
