@@ -8,6 +8,8 @@ import errno
 import json
 import os
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -48,6 +50,28 @@ def pushed(w: MaiffsMount, spot, name: str) -> None:
     os.mkdir(w.path / ".snapshots" / name)
     wait_for(lambda: any(k.endswith(f"/refs/{name}") for k in spot.keys("volumes/")),
              f"{name} reaches the remote", limit=60)
+
+
+@contextmanager
+def one_file_followed(tmp_path: Path, spot, data: bytes, *options: str) -> Iterator[MaiffsMount]:
+    """A writer whose snapshot v1 holds data (file `data`) and a follower showing it; both
+    unmounted afterwards whatever happens."""
+    w = writer(tmp_path, spot)
+    mounts = [w]
+    try:
+        (w.path / "data").write_bytes(data)
+        pushed(w, spot, "v1")
+        f = follower(tmp_path, "f", spot, "commit_interval=0.5", *options)
+        mounts.append(f)
+        wait_for(lambda: status(f)["showing"] == "v1", "the follower shows v1")
+        yield f
+    finally:
+        for m in mounts:
+            m.cleanup()
+
+
+def stored(m: MaiffsMount) -> int:
+    return json.loads((m.path / ".maiffs" / "stats").read_text())["stored_bytes"]
 
 
 def test_followers_show_the_newest_snapshot_and_switch(tmp_path, spot):
@@ -98,31 +122,29 @@ def test_followers_show_the_newest_snapshot_and_switch(tmp_path, spot):
 
 
 def test_the_cache_stays_within_its_bound_and_refetches(tmp_path, spot):
-    w = writer(tmp_path, spot)
-    mounts = [w]
-    try:
-        data = os.urandom(72 << 20)  # more than the follower's 64 MiB of memory cache
-        (w.path / "big").write_bytes(data)
-        pushed(w, spot, "v1")
-        f = follower(tmp_path, "f", spot, "cache_size=16M", "commit_interval=0.5")
-        mounts.append(f)
-        wait_for(lambda: status(f)["showing"] == "v1", "the follower shows v1")
-        stored = lambda: json.loads((f.path / ".maiffs" / "stats").read_text())["stored_bytes"]
+    data = os.urandom(72 << 20)  # more than the follower's 64 MiB of memory cache
+    with one_file_followed(tmp_path, spot, data, "cache_size=16M") as f:
         misses = 0
         for _ in range(2):  # the second read fetches again what was evicted
             Path("/proc/sys/vm/drop_caches").write_text("3\n")  # not from the page cache
-            assert (f.path / "big").read_bytes() == data
+            assert (f.path / "data").read_bytes() == data
             assert status(f)["misses"] > misses
             misses = status(f)["misses"]
-            wait_for(lambda: status(f)["evictions"] > 0 and stored() <= 16 << 20,
+            wait_for(lambda: status(f)["evictions"] > 0 and stored(f) <= 16 << 20,
                      "eviction brings the store within its bound")
         assert 0 <= status(f)["hit_rate"] < 1
         stat = json.loads(maiffs("stat", "--json", f.path).stdout)
         assert stat["follow"]["cache_limit"] == 16 << 20 and stat["follow"]["evictions"] > 0
-    finally:
-        for m in mounts:
-            m.cleanup()
     assert maiffs("fsck", tmp_path / "f" / "store", check=False).returncode == 0
+
+
+def test_prefetch_makes_first_reads_local(tmp_path, spot):
+    data = os.urandom(8 << 20)
+    with one_file_followed(tmp_path, spot, data, "prefetch") as f:
+        wait_for(lambda: stored(f) >= 8 << 20, "the data arrives without being read")
+        assert (f.path / "data").read_bytes() == data
+        state = status(f)
+        assert state["misses"] == 0 and state["hits"] > 0
 
 
 def test_eviction_never_drops_the_last_copy(tmp_path):
@@ -144,23 +166,3 @@ def test_eviction_never_drops_the_last_copy(tmp_path):
         assert kept == [False, False, True, True] and follower.evictions == 2
     finally:
         store.close()
-
-
-def test_prefetch_makes_first_reads_local(tmp_path, spot):
-    w = writer(tmp_path, spot)
-    mounts = [w]
-    try:
-        data = os.urandom(8 << 20)
-        (w.path / "data").write_bytes(data)
-        pushed(w, spot, "v1")
-        f = follower(tmp_path, "f", spot, "prefetch", "commit_interval=0.5")
-        mounts.append(f)
-        wait_for(lambda: status(f)["showing"] == "v1", "the follower shows v1")
-        stored = lambda: json.loads((f.path / ".maiffs" / "stats").read_text())["stored_bytes"]
-        wait_for(lambda: stored() >= 8 << 20, "the data arrives without being read")
-        assert (f.path / "data").read_bytes() == data
-        state = status(f)
-        assert state["misses"] == 0 and state["hits"] > 0
-    finally:
-        for m in mounts:
-            m.cleanup()
