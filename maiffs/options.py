@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from maiffs.errors import StoreError
+from maiffs.remotes.placement import check_copies
 from maiffs.snapshots.retention import DEFAULT_POLICY, RetentionPolicy, parse_interval, parse_policy
 
 _SIZE_SUFFIX = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -31,6 +32,7 @@ class MountOptions:
     snapshot_every: float = 0.0  # seconds between automatic snapshots; 0 = none
     keep: RetentionPolicy = DEFAULT_POLICY  # which automatic snapshots pruning keeps
     replicate: tuple[str, ...] = ()  # remotes every new snapshot is pushed to
+    copies: int | None = None  # with replicate=: each chunk on this many of them (placement.py)
 
     @classmethod
     def parse(cls, specs: list[str]) -> "MountOptions":
@@ -64,6 +66,10 @@ class MountOptions:
             raise StoreError("compression must be a zstd level from 0 (off) to 22")
         if out.commit_interval <= 0:
             raise StoreError("commit_interval must be positive")
+        if out.copies is not None:
+            if not out.replicate:
+                raise StoreError("copies= goes with replicate=NAME,NAME,...")
+            check_copies(out.copies, out.replicate)
         return out
 
 
@@ -72,7 +78,8 @@ def _items(spec: str, options: set[str]) -> list[tuple[str, str]]:
 
     Two options take lists with commas: in 'keep=hourly:24,daily:7' the items without '=' but
     with ':' that follow a keep item belong to its value, and in 'replicate=a,b' the items
-    without '=' that follow it and are not option names are more remotes.
+    without '=' that follow it and are not option names are more remotes ('copies=2' after
+    them has '=': an option of its own, 'replicate=a,b,c,copies=2').
     """
     items: list[tuple[str, str]] = []
     for item in filter(None, (s.strip() for s in spec.split(","))):
