@@ -103,7 +103,7 @@ def serve(store_path: str, mountpoint: str, options: MountOptions,
         ns.chunks.fallback = chunk_source(store_path)
         snapshots = Snapshots(ns)
         service = SnapshotService(snapshots, replicator=Replicator(
-            snapshots, store_path, options.replicate) if options.replicate else None)
+            snapshots, store_path, options.replicate, options.copies) if options.replicate else None)
         ops = service.ops = Operations(ns, trees=[
             SnapshotTree(service.snapshots, service.take, service.drop),
             ControlTree(service.snapshots, service.stats, service.run),
