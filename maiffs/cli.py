@@ -20,7 +20,7 @@ from maiffs.mounts import find_mount, is_mountpoint, maiffs_mounts, path_in_moun
 from maiffs.options import MountOptions
 from maiffs.progress import ProgressBar
 from maiffs.remotes import config as remotes
-from maiffs.remotes import placement
+from maiffs.remotes import placement, replicas
 from maiffs.remotes import transfer
 from maiffs.remotes import verify as checks
 from maiffs.report import store_report
@@ -425,21 +425,34 @@ def clone(url: str, store: str, as_json: bool, quiet: bool) -> None:
 @click.option("--repair", is_flag=True,
               help="Replace bad copies with good ones from elsewhere (local repair needs the "
                    "store unmounted).")
+@click.option("--copies", type=int, metavar="N",
+              help="The remotes are a group keeping each chunk N times (push --copies): report "
+                   "chunks with fewer good copies on the reachable ones; --repair adds copies "
+                   "where placement wants them.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of lines.")
 def verify(store: str, remote_names: tuple[str, ...], sample: float, repair: bool,
-           as_json: bool) -> None:
+           copies: int | None, as_json: bool) -> None:
     """Hash every object and chunk of STORE (and of remotes), report what is missing or
     corrupt where; exit 1 if anything is left unrepaired."""
     path = resolve_store(store)
     named = {name: remotes.named_remote(path, name) for name in remote_names}
+    if copies is not None:
+        placement.check_copies(copies, remote_names)
     with commands.reading(store) as snaps:
         report = checks.local_damage(snaps.store, sample)
-        for name, remote in named.items():
-            found = checks.remote_damage(remote, name, sample)
-            report.checked += found.checked
-            report.problems += found.problems
+        if copies is not None:
+            group = replicas.group_damage(named, copies, sample)
+            report.checked += group.report.checked
+            report.problems += group.report.problems
             if repair:
-                checks.repair_remote(snaps.store, remote, found.problems)
+                replicas.repair_group(snaps.store, named, group)
+        else:
+            for name, remote in named.items():
+                found = checks.remote_damage(remote, name, sample)
+                report.checked += found.checked
+                report.problems += found.problems
+                if repair:
+                    checks.repair_remote(snaps.store, remote, found.problems)
     local = [p for p in report.problems if p.where == "local"]
     if repair and local:
         if find_mount(path) is not None or any(m.store == path for m in maiffs_mounts()):
