@@ -15,11 +15,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import lmdb
 import pytest
 
 from conftest import maiffs, make_mount, mount_session
-from fsutil import wait_for
+from fsutil import flip_a_byte_of_every_chunk, wait_for
 from maiffs.store.lock import StoreLock
 from remote_spots import DirSpot, flip_byte
 
@@ -222,18 +221,6 @@ def test_volumes_keep_writers_apart_and_share_their_data(tmp_path, spot):
             maiffs("umount", tmp_path / f"m-{name}")
     done = maiffs("remote", "add", tmp_path / "clone-a", "bad", f"{spot.url}#no/slash", check=False)
     assert done.returncode == 1 and "volume 'no/slash'" in done.stderr
-
-
-def flip_a_byte_of_every_chunk(store: Path) -> int:
-    env = lmdb.open(str(store), max_dbs=32, map_size=4 << 30)
-    chunks = env.open_db(b"chunks")
-    with env.begin(write=True) as txn:
-        items = [(bytes(k), bytearray(v)) for k, v in txn.cursor(db=chunks)]
-        for key, value in items:
-            value[len(value) // 2] ^= 0x55
-            txn.put(key, bytes(value), db=chunks)
-    env.close()
-    return len(items)
 
 
 def backed_up(m, data: bytes, spot, name: str) -> None:
