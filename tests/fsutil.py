@@ -8,8 +8,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import stat
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +34,17 @@ def run(*args: str | os.PathLike, ok: bool = True, timeout: float = 120, **kw) -
         raise AssertionError(f"{' '.join(map(str, args))} exited {done.returncode}\n"
                              f"stdout: {done.stdout[-3000:]}\nstderr: {done.stderr[-3000:]}")
     return done
+
+
+def killed_once_arrived(command: list, arrived: Callable[[], object]) -> None:
+    """Run a maiffs command and SIGKILL it as soon as arrived() holds."""
+    process = subprocess.Popen([sys.executable, "-m", "maiffs", *command, "--quiet"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(arrived, "the first pack arrives", limit=60)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.communicate()
 
 
 def errno_of(fn: Callable, *args, **kw) -> int:

@@ -13,8 +13,8 @@ from pathlib import Path
 import blake3
 import pytest
 
-from conftest import make_mount, maiffs
-from fsutil import flip_a_byte_of_every_chunk, store_stat, wait_for
+from conftest import make_mount, maiffs, mount_session
+from fsutil import flip_a_byte_of_every_chunk, killed_once_arrived, store_stat, wait_for
 from maiffs.errors import StoreError
 from maiffs.options import MountOptions
 from maiffs.remotes.config import open_remote
@@ -175,6 +175,24 @@ def test_losing_one_remote_loses_nothing(tmp_path, spot):
         assert all((m.path / name).read_bytes() == data for name, data in files.items())
     finally:
         m.cleanup()
+
+
+def test_a_group_push_killed_half_way_finishes_when_run_again(tmp_path):
+    with mount_session(tmp_path) as m:
+        for i in range(12):  # a's share: about 8 data packs
+            (m.path / f"part{i}").write_bytes(os.urandom(16 << 20))
+        os.mkdir(m.path / ".snapshots" / "s")
+        spots = group_of(tmp_path, m.store)
+        killed_once_arrived(["push", m.store, "a,b,c", "--copies", "2"],
+                            lambda: spots["a"].keys("index/"))
+        assert spots["a"].keys("volumes/") == []  # no ref before a has its whole share
+        arrived = set(blobs(spots["a"].url, CHUNK))
+        again = [json.loads(line) for line in
+                 maiffs("push", m.store, "a,b,c", "--copies", "2", "--json").stdout.splitlines()]
+        assert [r["snapshots"] for r in again] == [1, 1, 1]
+        chunks = check_placement(spots, 2, ["s"])  # every chunk where it belongs, none twice
+        share = {cid for cid in chunks if "a" in placed(cid, GROUP, 2)}
+        assert arrived and again[0]["chunks"] == len(share - arrived)  # the rest of a's share
 
 
 def test_push_to_a_group_refuses_bad_input(tmp_path):

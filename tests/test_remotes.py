@@ -9,16 +9,14 @@ from __future__ import annotations
 import errno
 import json
 import os
-import signal
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from conftest import maiffs, make_mount, mount_session
-from fsutil import flip_a_byte_of_every_chunk, wait_for
+from fsutil import flip_a_byte_of_every_chunk, killed_once_arrived, wait_for
 from maiffs.store.lock import StoreLock
 from remote_spots import DirSpot, flip_byte
 
@@ -111,17 +109,6 @@ def test_pull_into_a_mounted_store_and_push_only_changes(tmp_path, spot):
         assert got["snapshots"] == 1 and got["bytes"] < 1 << 20
         assert (b.path / ".snapshots" / "v2" / "src" / "f10.txt").read_text() == "one change"
         same_tree(a.path / ".snapshots" / "v2", b.path / ".snapshots" / "v2")
-
-
-def killed_once_arrived(command: list, arrived: Callable[[], object]) -> None:
-    """Run a maiffs command and SIGKILL it as soon as arrived() holds."""
-    process = subprocess.Popen([sys.executable, "-m", "maiffs", *command, "--quiet"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        wait_for(arrived, "the first pack arrives", limit=60)
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.communicate()
 
 
 def test_a_push_or_pull_killed_half_way_finishes_when_run_again(tmp_path, spot):
