@@ -20,6 +20,7 @@ from maiffs.mounts import find_mount, is_mountpoint, maiffs_mounts, path_in_moun
 from maiffs.options import MountOptions
 from maiffs.progress import ProgressBar
 from maiffs.remotes import config as remotes
+from maiffs.remotes import placement, replicas
 from maiffs.remotes import transfer
 from maiffs.remotes import verify as checks
 from maiffs.report import store_report
@@ -344,15 +345,38 @@ def _report(verb: str, name: str, stats: transfer.TransferStats, as_json: bool) 
 @click.argument("name")
 @click.argument("snapshots", nargs=-1)
 @transfer_options
-def push(store: str, name: str, snapshots: tuple[str, ...], as_json: bool, quiet: bool) -> None:
+@click.option("--copies", type=int, metavar="N",
+              help="NAME is a group A,B,C: each chunk goes to N of them (rendezvous hashing on "
+                   "their names), tree objects and refs to all.")
+@click.option("--to", "members", multiple=True, metavar="NAME",
+              help="With --copies: push to this member of the group only (repeatable).")
+def push(store: str, name: str, snapshots: tuple[str, ...], as_json: bool, quiet: bool,
+         copies: int | None, members: tuple[str, ...]) -> None:
     """Send SNAPSHOTS (default: all) to remote NAME, with only what it lacks; run it again
-    after an interruption to finish."""
-    remote = remotes.named_remote(resolve_store(store), name)
-    bar = ProgressBar(f"push {name}", quiet=quiet)
-    with commands.reading(store) as snaps:
-        stats = transfer.push(snaps, remote, list(snapshots) or None, bar)
-    bar.finish()
-    _report("pushed", name, stats, as_json)
+    after an interruption to finish. A member of a group that fails does not stop the others."""
+    path = resolve_store(store)
+    group = name.split(",") if copies is not None else [name]
+    if copies is not None:
+        placement.check_copies(copies, group)
+    elif members:
+        raise StoreError("--to goes with --copies")
+    failed = 0
+    for member in members or group:
+        try:
+            if member not in group:
+                raise StoreError(f"remote {member!r} is not in the group {name}")
+            remote = remotes.named_remote(path, member)
+            bar = ProgressBar(f"push {member}", quiet=quiet)
+            with commands.reading(store) as snaps:
+                stats = transfer.push(snaps, remote, list(snapshots) or None, bar,
+                                      placement.placed_on(member, group, copies) if copies else None)
+            bar.finish()
+            _report("pushed", member, stats, as_json)
+        except (StoreError, OSError) as exc:
+            click.echo(f"maiffs: {exc}", err=True)
+            failed += 1
+    if failed:
+        sys.exit(1)
 
 
 def _pull(store: str, url: str, label: str, names: list[str], quiet: bool) -> transfer.TransferStats:
@@ -421,21 +445,34 @@ def clone(url: str, store: str, as_json: bool, quiet: bool) -> None:
 @click.option("--repair", is_flag=True,
               help="Replace bad copies with good ones from elsewhere (local repair needs the "
                    "store unmounted).")
+@click.option("--copies", type=int, metavar="N",
+              help="The remotes are a group keeping each chunk N times (push --copies): report "
+                   "chunks with fewer good copies on the reachable ones; --repair adds copies "
+                   "where placement wants them.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of lines.")
 def verify(store: str, remote_names: tuple[str, ...], sample: float, repair: bool,
-           as_json: bool) -> None:
+           copies: int | None, as_json: bool) -> None:
     """Hash every object and chunk of STORE (and of remotes), report what is missing or
     corrupt where; exit 1 if anything is left unrepaired."""
     path = resolve_store(store)
     named = {name: remotes.named_remote(path, name) for name in remote_names}
+    if copies is not None:
+        placement.check_copies(copies, remote_names)
     with commands.reading(store) as snaps:
         report = checks.local_damage(snaps.store, sample)
-        for name, remote in named.items():
-            found = checks.remote_damage(remote, name, sample)
-            report.checked += found.checked
-            report.problems += found.problems
+        if copies is not None:
+            group = replicas.group_damage(named, copies, sample)
+            report.checked += group.report.checked
+            report.problems += group.report.problems
             if repair:
-                checks.repair_remote(snaps.store, remote, found.problems)
+                replicas.repair_group(snaps.store, named, group)
+        else:
+            for name, remote in named.items():
+                found = checks.remote_damage(remote, name, sample)
+                report.checked += found.checked
+                report.problems += found.problems
+                if repair:
+                    checks.repair_remote(snaps.store, remote, found.problems)
     local = [p for p in report.problems if p.where == "local"]
     if repair and local:
         if find_mount(path) is not None or any(m.store == path for m in maiffs_mounts()):

@@ -108,7 +108,7 @@ def serve(store_path: str, mountpoint: str, options: MountOptions,
         ns = Namespace(store, level=options.compression, cache_bytes=options.memory_cache)
         snapshots = Snapshots(ns)
         service = SnapshotService(snapshots, replicator=Replicator(
-            snapshots, store_path, options.replicate) if options.replicate else None)
+            snapshots, store_path, options.replicate, options.copies) if options.replicate else None)
         if options.follow:
             service.follower = Follower(service, store_path, options.follow, options.follow_every,
                                         options.cache_size, options.prefetch)

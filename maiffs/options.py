@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from maiffs.errors import StoreError
+from maiffs.remotes.placement import check_copies
 from maiffs.snapshots.retention import DEFAULT_POLICY, RetentionPolicy, parse_interval, parse_policy
 
 DEFAULT_MEMORY_CACHE = 64 << 20
@@ -35,6 +36,7 @@ class MountOptions:
     follow: str = ""  # a follower mount of this remote URL#VOLUME (set by `mount --follow`)
     follow_every: float = 5.0  # seconds between a follower's looks for a newer snapshot
     prefetch: bool = False  # a follower fetches each new snapshot's data in the background
+    copies: int | None = None  # with replicate=: each chunk on this many of them (placement.py)
 
     @property
     def memory_cache(self) -> int:
@@ -79,6 +81,10 @@ class MountOptions:
             raise StoreError("commit_interval must be positive")
         if out.follow_every <= 0:
             raise StoreError("follow_every must be positive")
+        if out.copies is not None:
+            if not out.replicate:
+                raise StoreError("copies= goes with replicate=NAME,NAME,...")
+            check_copies(out.copies, out.replicate)
         return out
 
 
@@ -87,7 +93,8 @@ def _items(spec: str, options: set[str]) -> list[tuple[str, str]]:
 
     Two options take lists with commas: in 'keep=hourly:24,daily:7' the items without '=' but
     with ':' that follow a keep item belong to its value, and in 'replicate=a,b' the items
-    without '=' that follow it and are not option names are more remotes.
+    without '=' that follow it and are not option names are more remotes ('copies=2' after
+    them has '=': an option of its own, 'replicate=a,b,c,copies=2').
     """
     items: list[tuple[str, str]] = []
     for item in filter(None, (s.strip() for s in spec.split(","))):

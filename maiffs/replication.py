@@ -1,5 +1,6 @@
 """Continuous replication (`-o replicate=NAME[,NAME...]`): every new snapshot is pushed to each
-named remote in the background, and the lag per remote is shown in `.maiffs/stats`.
+named remote in the background, and the lag per remote is shown in `.maiffs/stats`. With
+`copies=N` the remotes are a group: each push sends its remote only the chunks placed on it.
 
 Each push runs as its own `maiffs push` process: it reads the store beside the daemon, as LMDB
 allows any number of reader processes, so it never holds a transaction in the daemon while the
@@ -29,9 +30,12 @@ RETRY_AFTER = 10.0
 class Replicator:
     """Pushes new snapshots of one mounted store to its replicate= remotes."""
 
-    def __init__(self, snapshots: Snapshots, store_path: str, names: tuple[str, ...]) -> None:
+    def __init__(self, snapshots: Snapshots, store_path: str, names: tuple[str, ...],
+                 copies: int | None = None) -> None:
         self.snapshots = snapshots
         self.store_path = store_path
+        # with copies, each remote is pushed only its share of the chunks (placement.py)
+        self.group = ["--copies", str(copies), ",".join(names)] if copies else []
         self.remotes = {name: config.named_remote(store_path, name) for name in names}
         self.pending: dict[str, dict[str, int]] = {name: {} for name in names}
         self.errors: dict[str, str] = {}
@@ -75,9 +79,10 @@ class Replicator:
         batch = sorted(self.pending[name])
         if not batch:
             return
+        target = [*self.group, "--to", name] if self.group else [name]
         done = await trio.run_process([sys.executable, "-m", "maiffs", "push", "--quiet",
-                                       self.store_path, name, *batch], capture_stdout=True, capture_stderr=True,
-                                      check=False)
+                                       self.store_path, *target, *batch], capture_stdout=True,
+                                      capture_stderr=True, check=False)
         if done.returncode == 0:
             for snapshot in batch:
                 self.pending[name].pop(snapshot, None)

@@ -8,12 +8,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import stat
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import lmdb
 import pytest
 
 from conftest import maiffs
@@ -31,6 +34,17 @@ def run(*args: str | os.PathLike, ok: bool = True, timeout: float = 120, **kw) -
         raise AssertionError(f"{' '.join(map(str, args))} exited {done.returncode}\n"
                              f"stdout: {done.stdout[-3000:]}\nstderr: {done.stderr[-3000:]}")
     return done
+
+
+def killed_once_arrived(command: list, arrived: Callable[[], object]) -> None:
+    """Run a maiffs command and SIGKILL it as soon as arrived() holds."""
+    process = subprocess.Popen([sys.executable, "-m", "maiffs", *command, "--quiet"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(arrived, "the first pack arrives", limit=60)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.communicate()
 
 
 def errno_of(fn: Callable, *args, **kw) -> int:
@@ -98,6 +112,19 @@ def set_times(root: Path, step_ns: int = 1_000_003, atime_offset_ns: int = 0) ->
 def store_stat(target: str | os.PathLike) -> dict:
     """`maiffs stat --json TARGET` (a mount point or a path in it), parsed."""
     return json.loads(maiffs("stat", "--json", target).stdout)
+
+
+def flip_a_byte_of_every_chunk(store: Path) -> int:
+    """Damage every chunk of an unmounted store (a byte in the middle of each); how many."""
+    env = lmdb.open(str(store), max_dbs=32, map_size=4 << 30)
+    chunks = env.open_db(b"chunks")
+    with env.begin(write=True) as txn:
+        items = [(bytes(k), bytearray(v)) for k, v in txn.cursor(db=chunks)]
+        for key, value in items:
+            value[len(value) // 2] ^= 0x55
+            txn.put(key, bytes(value), db=chunks)
+    env.close()
+    return len(items)
 
 
 def log_problems(m) -> list[str]:

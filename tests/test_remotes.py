@@ -9,17 +9,14 @@ from __future__ import annotations
 import errno
 import json
 import os
-import signal
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
-import lmdb
 import pytest
 
 from conftest import maiffs, make_mount, mount_session
-from fsutil import wait_for
+from fsutil import flip_a_byte_of_every_chunk, killed_once_arrived, wait_for
 from maiffs.store.lock import StoreLock
 from remote_spots import DirSpot, flip_byte
 
@@ -112,17 +109,6 @@ def test_pull_into_a_mounted_store_and_push_only_changes(tmp_path, spot):
         assert got["snapshots"] == 1 and got["bytes"] < 1 << 20
         assert (b.path / ".snapshots" / "v2" / "src" / "f10.txt").read_text() == "one change"
         same_tree(a.path / ".snapshots" / "v2", b.path / ".snapshots" / "v2")
-
-
-def killed_once_arrived(command: list, arrived: Callable[[], object]) -> None:
-    """Run a maiffs command and SIGKILL it as soon as arrived() holds."""
-    process = subprocess.Popen([sys.executable, "-m", "maiffs", *command, "--quiet"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        wait_for(arrived, "the first pack arrives", limit=60)
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.communicate()
 
 
 def test_a_push_or_pull_killed_half_way_finishes_when_run_again(tmp_path, spot):
@@ -223,18 +209,6 @@ def test_volumes_keep_writers_apart_and_share_their_data(tmp_path, spot):
             maiffs("umount", tmp_path / f"m-{name}")
     done = maiffs("remote", "add", tmp_path / "clone-a", "bad", f"{spot.url}#no/slash", check=False)
     assert done.returncode == 1 and "volume 'no/slash'" in done.stderr
-
-
-def flip_a_byte_of_every_chunk(store: Path) -> int:
-    env = lmdb.open(str(store), max_dbs=32, map_size=4 << 30)
-    chunks = env.open_db(b"chunks")
-    with env.begin(write=True) as txn:
-        items = [(bytes(k), bytearray(v)) for k, v in txn.cursor(db=chunks)]
-        for key, value in items:
-            value[len(value) // 2] ^= 0x55
-            txn.put(key, bytes(value), db=chunks)
-    env.close()
-    return len(items)
 
 
 def backed_up(m, data: bytes, spot, name: str) -> None:

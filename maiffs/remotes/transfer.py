@@ -51,12 +51,14 @@ class TransferStats:
 
 
 def push(snapshots: Snapshots, remote: Remote, names: list[str] | None = None,
-         progress: Progress | None = None) -> TransferStats:
-    """Send the named snapshots (default: all) with the objects and chunks the remote lacks."""
+         progress: Progress | None = None,
+         placed_here: Callable[[bytes], bool] | None = None) -> TransferStats:
+    """Send the named snapshots (default: all) with the objects and chunks the remote lacks
+    (with placed_here, only the chunks it accepts: group.py)."""
     infos = [snapshots.get(n) for n in names] if names else snapshots.list()
     stats = TransferStats()
     with snapshots.store.read() as txn:
-        plan = _lacking(txn, snapshots, remote, [info.root for info in infos])
+        plan = _lacking(txn, snapshots, remote, [info.root for info in infos], placed_here)
         if progress is not None:
             progress.start(sum(size for _kind, _oid, size in plan), len(plan))
         with remote.uploader(progress.advance if progress is not None else None) as up:
@@ -77,8 +79,8 @@ def push(snapshots: Snapshots, remote: Remote, names: list[str] | None = None,
     return stats
 
 
-def _lacking(txn: Txn, snapshots: Snapshots, remote: Remote,
-             roots: list[bytes]) -> list[tuple[bytes, bytes, int]]:
+def _lacking(txn: Txn, snapshots: Snapshots, remote: Remote, roots: list[bytes],
+             placed_here: Callable[[bytes], bool] | None) -> list[tuple[bytes, bytes, int]]:
     """(kind, id, stored size) of what the remote lacks of the trees at roots, every object
     after what it refers to."""
     plan: list[tuple[bytes, bytes, int]] = []
@@ -94,7 +96,8 @@ def _lacking(txn: Txn, snapshots: Snapshots, remote: Remote,
         seen.add(oid)
         obj = snapshots.object(txn, oid)
         for _off, cid, _length in obj.extents:
-            if cid not in seen and not remote.has(CHUNK, cid):
+            if cid not in seen and (placed_here is None or placed_here(cid)) \
+                    and not remote.has(CHUNK, cid):
                 ref = txn.get("chunkrefs", cid)
                 plan.append((CHUNK, cid, REF_RECORD.unpack(ref)[2] if ref is not None else 0))
             seen.add(cid)

@@ -8,6 +8,7 @@ BLAKE3 of their encoding), so a copy that passes is good wherever it came from.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from maiffs.errors import CorruptChunk, StoreError
@@ -39,7 +40,7 @@ class Report:
         return {"checked": self.checked, "problems": [asdict(p) for p in self.problems]}
 
 
-def _chosen(ids: list[bytes], sample: float, rng: random.Random) -> list[bytes]:
+def chosen(ids: list[bytes], sample: float, rng: random.Random) -> list[bytes]:
     return ids if sample >= 1 else [i for i in ids if rng.random() < sample]
 
 
@@ -48,8 +49,8 @@ def local_damage(store: Store, sample: float = 1.0, seed: int | None = None) -> 
     rng = random.Random(seed)
     problems = []
     with store.read() as txn:
-        chunk_ids = _chosen([bytes(k) for k, _ in txn.prefix_items("chunkrefs", b"")], sample, rng)
-        object_ids = _chosen([bytes(k) for k, _ in txn.prefix_items("objects", b"")], sample, rng)
+        chunk_ids = chosen([bytes(k) for k, _ in txn.prefix_items("chunkrefs", b"")], sample, rng)
+        object_ids = chosen([bytes(k) for k, _ in txn.prefix_items("objects", b"")], sample, rng)
         for cid in chunk_ids:
             why = _chunk_problem(txn, cid)
             if why:
@@ -77,9 +78,18 @@ def _chunk_problem(txn: Txn, cid: bytes) -> str | None:
 def remote_damage(remote: Remote, name: str, sample: float = 1.0,
                   seed: int | None = None) -> Report:
     """Every object and chunk the remote's snapshots need (or a sample of the chunks) that is
-    missing there or fails its id. Objects are walked from the refs; a bad object hides its
-    subtree."""
-    rng = random.Random(seed)
+    missing there or fails its id."""
+    objects, problems, chunks = remote_tree(remote, name)
+    picked = chosen(chunks, sample, random.Random(seed))
+    for cid, found in remote.fetch_chunks(picked):
+        if not isinstance(found, tuple):
+            problems.append(fetch_problem(name, cid, found))
+    return Report(objects + len(picked), problems)
+
+
+def remote_tree(remote: Remote, name: str) -> tuple[int, list[Problem], list[bytes]]:
+    """(objects checked, problems, chunk ids) of the remote's snapshots: objects are walked
+    from the refs and checked; a bad object hides its subtree."""
     problems: list[Problem] = []
     seen: set[bytes] = set()
     chunks: list[bytes] = []
@@ -102,31 +112,44 @@ def remote_damage(remote: Remote, name: str, sample: float = 1.0,
             if cid not in seen:
                 seen.add(cid)
                 chunks.append(cid)
-    chosen = _chosen(chunks, sample, rng)
-    for cid, found in remote.fetch_chunks(chosen):
-        if isinstance(found, CorruptChunk):
-            problems.append(Problem(name, "chunk", cid.hex(),
-                                    found.detail.removeprefix(f"chunk {cid.hex()} ")))
-        elif not isinstance(found, tuple):
-            problems.append(Problem(name, "chunk", cid.hex(), "is missing"))
-    return Report(objects + len(chosen), problems)
+    return objects, problems, chunks
 
 
-def repair_remote(store: Store, remote: Remote, problems: list[Problem]) -> None:
-    """Send good local copies of the remote's bad blobs, in new packs (a remote's packs never
-    change; readers take the first good copy)."""
+def fetch_problem(name: str, cid: bytes, failed: StoreError | CorruptChunk) -> Problem:
+    """Why remote name gave no good copy of chunk cid (fetch_chunks' answer)."""
+    what = failed.detail.removeprefix(f"chunk {cid.hex()} ") if isinstance(failed, CorruptChunk) \
+        else "is missing"
+    return Problem(name, "chunk", cid.hex(), what)
+
+
+def repair_remote(store: Store, remote: Remote, problems: list[Problem],
+                  elsewhere: Callable[[bytes], tuple[int, bytes] | None] | None = None) -> None:
+    """Send good local copies (of chunks, else elsewhere's) of the remote's bad blobs, in new
+    packs (a remote's packs never change; readers take the first good copy); chunks before
+    the objects that may refer to them."""
     with store.read() as txn, remote.uploader() as up:
-        for p in problems:
+        for p in sorted(problems, key=lambda p: p.kind != "chunk"):
             key = bytes.fromhex(p.id)
-            if p.kind == "chunk" and _chunk_problem(txn, key) is None:
-                raw_len = REF_RECORD.unpack(txn.get("chunkrefs", key))[1]
-                up.add_chunk(key, raw_len, bytes(txn.get("chunks", key)))
+            if p.kind == "chunk" and (chunk := _good_local_chunk(txn, key) or (
+                    elsewhere(key) if elsewhere is not None else None)) is not None:
+                up.add_chunk(key, *chunk)
                 p.repaired = True
-            elif p.kind == "object":
-                encoded = txn.get("objects", key)
-                if encoded is not None and object_id(bytes(encoded)) == key:
-                    up.add_object(key, bytes(encoded))
-                    p.repaired = True
+            elif p.kind == "object" and (encoded := _good_local_object(txn, key)) is not None:
+                up.add_object(key, encoded)
+                p.repaired = True
+
+
+def _good_local_chunk(txn: Txn, cid: bytes) -> tuple[int, bytes] | None:
+    """(raw length, encoded bytes) of the store's copy of a chunk, if it is good."""
+    if _chunk_problem(txn, cid) is not None:
+        return None
+    return REF_RECORD.unpack(txn.get("chunkrefs", cid))[1], bytes(txn.get("chunks", cid))
+
+
+def _good_local_object(txn: Txn, oid: bytes) -> bytes | None:
+    """The store's encoding of a tree object, if it has one that matches its id."""
+    encoded = txn.get("objects", oid)
+    return bytes(encoded) if encoded is not None and object_id(bytes(encoded)) == oid else None
 
 
 def repair_local(store: Store, remotes: dict[str, Remote], problems: list[Problem]) -> None:
