@@ -85,6 +85,8 @@ COMMAND_TIMEOUT = 3600
 BUCKET = "maiffs-bench"
 #: The rclone remote name of the gateway in the work directory's rclone.conf.
 RCLONE_S3 = "rgw"
+#: Where a remote keeps the refs of the snapshots of its default volume (docs/architecture.md).
+REFS = "volumes/default/refs"
 #: What a step may fail with; anything else is a bug of the harness and stops the run.
 FAILURES = (BenchError, OSError, subprocess.SubprocessError, botocore.exceptions.BotoCoreError,
             botocore.exceptions.ClientError, boto3.exceptions.Boto3Error)
@@ -265,6 +267,10 @@ class Place:
         """Remove what a cycle left at key, if it cannot wait for the end of the part."""
         raise NotImplementedError
 
+    def has_ref(self, key: str, snapshot: str) -> bool:
+        """Whether the default volume at key holds snapshot (its ref is written last of a push)."""
+        raise NotImplementedError
+
 
 class DirPlace(Place):
     destination = DIR
@@ -284,6 +290,9 @@ class DirPlace(Place):
 
     def clear(self, key: str) -> None:
         """Nothing: local copies stay until the part ends (see run)."""
+
+    def has_ref(self, key: str, snapshot: str) -> bool:
+        return (self.root / key / REFS / snapshot).is_file()
 
 
 class S3Place(Place):
@@ -325,6 +334,10 @@ class S3Place(Place):
                 self.client.delete_objects(Bucket=BUCKET, Delete={"Objects": batch, "Quiet": True})
                 batch = []
         self.gateway.collect_garbage()
+
+    def has_ref(self, key: str, snapshot: str) -> bool:
+        listed = self.client.list_objects_v2(Bucket=BUCKET, Prefix=f"{key}/{REFS}/{snapshot}")
+        return any(item["Key"] == f"{key}/{REFS}/{snapshot}" for item in listed.get("Contents", []))
 
     def rclone_config(self) -> str:
         return (f"[{RCLONE_S3}]\ntype = s3\nprovider = Ceph\nendpoint = {self.gateway.endpoint}\n"
@@ -606,27 +619,39 @@ def clean_up(results: RemoteResults, subject: Subject, key: str) -> None:
             results.notes.append(f"cleaning up {key} on {subject.place.destination.label}: {one_line(exc)}")
 
 
+def open_gateway(stack: ExitStack, memstore_bytes: int, say: Callable[[str], None],
+                 part: str) -> tuple[S3Place | None, str]:
+    """A gateway for a part's run as a place with a bucket, stopped when stack closes; and a
+    line saying how it started, or, without a place, why its cells are n/a (Ceph missing or the
+    gateway failed: neither is a problem of maiffs, so the part's other cells still run)."""
+    if missing := ceph_rgw.missing_commands():
+        return None, f"n/a (Ceph not installed: no {', '.join(missing)}; contrib/test.sh installs it)"
+    say(f"{part}: starting a Ceph RADOS Gateway (memstore {memstore_bytes / (1 << 30):.1f} GiB)")
+    start = time.monotonic()
+    try:
+        gateway = ceph_rgw.start(memstore_bytes)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        return None, f"n/a (the gateway did not start: {one_line(exc)})"
+    stack.callback(gateway.stop)
+    return S3Place(gateway), (f"gateway started in {time.monotonic() - start:.1f} s, memstore "
+                              f"{memstore_bytes / (1 << 30):.1f} GiB, {gateway.endpoint}")
+
+
+def ceph_version() -> str:
+    return tool_version(["radosgw", "--version"], "ceph")
+
+
 def start_gateway(stack: ExitStack, results: RemoteResults, memstore_bytes: int,
                   say: Callable[[str], None]) -> S3Place | None:
     """The run's gateway, stopped when stack closes; None (and the S3 cells n/a) without it."""
-    if missing := ceph_rgw.missing_commands():
-        reason = f"n/a (Ceph not installed: no {', '.join(missing)}; contrib/test.sh installs it)"
+    place, line = open_gateway(stack, memstore_bytes, say, "remotes")
+    if place is None:
+        results.unavailable[S3.key] = {name: line for name in S3.subjects}
+        say(f"remotes: S3: {line}")
     else:
-        say(f"remotes: starting a Ceph RADOS Gateway (memstore {memstore_bytes / (1 << 30):.1f} GiB)")
-        start = time.monotonic()
-        try:
-            gateway = ceph_rgw.start(memstore_bytes)
-        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-            reason = f"n/a (the gateway did not start: {one_line(exc)})"
-        else:
-            stack.callback(gateway.stop)
-            results.setup.append(f"gateway started in {time.monotonic() - start:.1f} s, memstore "
-                                 f"{memstore_bytes / (1 << 30):.1f} GiB, {gateway.endpoint}")
-            results.tools["ceph"] = tool_version(["radosgw", "--version"], "ceph")
-            return S3Place(gateway)
-    results.unavailable[S3.key] = {name: reason for name in S3.subjects}
-    say(f"remotes: S3: {reason}")
-    return None
+        results.setup.append(line)
+        results.tools["ceph"] = ceph_version()
+    return place
 
 
 def make_subjects(args: argparse.Namespace, workdir: Path, results: RemoteResults, places: list[Place],

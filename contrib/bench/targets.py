@@ -121,6 +121,9 @@ class MaiffsTarget(Target):
     """A fresh maiffs store in WORKDIR/store, mounted on WORKDIR/maiffs with the CLI."""
 
     name = "maiffs"
+    #: The environment of `maiffs mount`, so of its daemon (None: this process's): a mount that
+    #: talks to an S3 remote needs the credentials there.
+    env: dict[str, str] | None = None
 
     def __init__(self, workdir: Path, options: str = "") -> None:
         super().__init__(workdir)
@@ -129,13 +132,21 @@ class MaiffsTarget(Target):
         self.mounted = False
 
     def __enter__(self) -> "Target":
-        run([*MAIFFS, "mkfs", str(self.store)], "maiffs mkfs")
+        self.create()
         return super().__enter__()
 
-    def start(self) -> None:
+    def create(self) -> None:
+        """Make the store (before the first mount)."""
+        run([*MAIFFS, "mkfs", str(self.store)], "maiffs mkfs")
+
+    def mount_argv(self) -> list[str]:
+        """The mount command (a follower's differs)."""
         opts = ["-o", self.options] if self.options else []
+        return [*MAIFFS, "mount", str(self.store), str(self.path), *opts]
+
+    def start(self) -> None:
         self.mounted = True  # even a failed mount may leave something for stop() to clean up
-        run([*MAIFFS, "mount", str(self.store), str(self.path), *opts], "maiffs mount")
+        run(self.mount_argv(), "maiffs mount", env=self.env)
 
     def stop(self) -> None:
         if not self.mounted:
