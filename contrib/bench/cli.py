@@ -17,10 +17,11 @@ import sysconfig
 import tempfile
 import time
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from contrib.bench import remotes, report, snapshots, storage, workloads, zips
+from contrib.bench import follow, remotes, report, snapshots, storage, workloads, zips
 from contrib.bench.data import LogText, RandomData
 from contrib.bench.system import drop_caches, is_mountpoint, machine_info
 from contrib.bench.targets import BenchError, MaiffsTarget, MemFsTarget, Target
@@ -28,11 +29,14 @@ from contrib.bench.workloads import MIB
 
 RESULTS = Path(__file__).with_name("results") / "latest.json"
 KIB = 1 << 10
-PARTS = ("storage", "random", "text", "small", "snapshots", "zips", "remotes")
+PARTS = ("storage", "random", "text", "small", "snapshots", "zips", "remotes", "follow")
+#: The parts that run on stores (and mounts) of their own, after the three targets are gone.
+OWN_STORES = {"snapshots", "zips", "remotes", "follow"}
 QUICK = {"seq_mib": 16, "text_mib": 16, "files": 200, "files_per_dir": 50, "reps": 1,
          "snap_files": 300, "log_sample_mib": 0,
          "zip_members": 500, "zip_large_members": 2, "zip_large_mib": 2,
-         "tree": str(Path(sysconfig.get_paths()["stdlib"]) / "json"), "remote_mib": 4, "remote_files": 200}
+         "tree": str(Path(sysconfig.get_paths()["stdlib"]) / "json"), "remote_mib": 4, "remote_files": 200,
+         "follow_mib": 4, "follow_files": 200, "follow_switches": 2, "follow_epochs": 2}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -74,6 +78,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--remote-reps", type=int, default=None,
                    help="repetitions of the push and pull timings (default: --reps)")
     p.add_argument("--rclone", default="rclone", help="rclone command (the remotes part's baseline)")
+    p.add_argument("--follow-mib", type=int, default=1024,
+                   help="size of the incompressible file the follow part's followers read")
+    p.add_argument("--follow-files", type=int, default=10_000,
+                   help="files of the follow part's dataset directory (--files-per-dir per directory)")
+    p.add_argument("--follow-file-kib", type=int, default=64, help="KiB per file of that dataset")
+    p.add_argument("--follow-reps", type=int, default=None,
+                   help="repetitions of the follow part's big-file reads (default: --reps)")
+    p.add_argument("--follow-switches", type=int, default=5,
+                   help="snapshots timed from the writer's mkdir to the follower showing them")
+    p.add_argument("--follow-epochs", type=int, default=3,
+                   help="reads of the whole dataset, in random order, per follower cache size")
     p.add_argument("--only", action="append", choices=PARTS,
                    help="run only these parts (repeatable; default: all)")
     p.add_argument("--maiffs-options", default="", metavar="OPT[,OPT...]",
@@ -116,23 +131,37 @@ def measure_storage(args: argparse.Namespace, plain: Target, maiffs: MaiffsTarge
     return items
 
 
-def run_all(args: argparse.Namespace, workdir: Path, say: Progress
-            ) -> tuple[workloads.Results, list[storage.StorageItem], snapshots.SnapshotResults | None,
-                       zips.ZipResults | None, remotes.RemoteResults | None]:
+@dataclass
+class Outcome:
+    """What the parts that ran measured (empty or None: the part did not run)."""
+
+    results: workloads.Results = field(default_factory=workloads.Results)
+    stored: list[storage.StorageItem] = field(default_factory=list)
+    snaps: snapshots.SnapshotResults | None = None
+    zipped: zips.ZipResults | None = None
+    remoted: remotes.RemoteResults | None = None
+    followed: follow.FollowResults | None = None
+
+
+def run_all(args: argparse.Namespace, workdir: Path, say: Progress) -> Outcome:
     parts = set(args.only or PARTS)
-    results, stored, snaps, zipped, remoted = workloads.Results(), [], None, None, None
-    if parts - {"snapshots", "zips", "remotes"}:
-        stored = run_targets(args, workdir, parts, results, say)
+    out = Outcome()
+    problems = out.results.problems
+    if parts - OWN_STORES:
+        out.stored = run_targets(args, workdir, parts, out.results, say)
     if "snapshots" in parts:  # on a maiffs mount and store of its own, after the others are gone
-        snaps = snapshots.run(args, workdir, say)
-        results.problems.extend(snaps.problems)
+        out.snaps = snapshots.run(args, workdir, say)
+        problems.extend(out.snaps.problems)
     if "zips" in parts:  # likewise, with ratarmount and fuse-zip mounts beside it
-        zipped = zips.run(args, workdir, say)
-        results.problems.extend(zipped.problems)
+        out.zipped = zips.run(args, workdir, say)
+        problems.extend(out.zipped.problems)
     if "remotes" in parts:  # likewise, with a Ceph RADOS Gateway started for it
-        remoted = remotes.run(args, workdir, say)
-        results.problems.extend(remoted.problems)
-    return results, stored, snaps, zipped, remoted
+        out.remoted = remotes.run(args, workdir, say)
+        problems.extend(out.remoted.problems)
+    if "follow" in parts:  # likewise: a writer, its followers, a gateway of its own
+        out.followed = follow.run(args, workdir, say)
+        problems.extend(out.followed.problems)
+    return out
 
 
 def run_targets(args: argparse.Namespace, workdir: Path, parts: set[str], results: workloads.Results,
@@ -183,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         say("warning: cannot write /proc/sys/vm/drop_caches (not root?): cold reads of the plain "
             "dir and memfs come from the page cache")
     try:
-        results, stored, snaps, zipped, remoted = run_all(args, workdir, say)
+        out = run_all(args, workdir, say)
     except BenchError as exc:
         say(f"error: {exc}")
         return 2
@@ -193,18 +222,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     meta["seconds"] = round(time.monotonic() - say.start, 1)
-    tables = [report.timing_table(results)] if results.workloads else []
-    if stored:
-        tables.append(report.storage_table(stored))
-    if snaps:
-        tables.append("\n".join([report.snapshot_table(snaps), *report.snapshot_targets(snaps)]))
-    if zipped:
-        tables.append(report.zip_table(zipped))
-    if remoted:
-        tables.append(report.remote_tables(remoted))
-    print("\n\n".join(tables))
-    for problem in results.problems:
+    print("\n\n".join(report.tables(out.results, out.stored, out.snaps, out.zipped, out.remoted,
+                                    out.followed)))
+    for problem in out.results.problems:
         print(f"PROBLEM: {problem}")
-    report.write_json(args.json, report.to_json(results, stored, meta, snaps, zipped, remoted))
+    report.write_json(args.json, report.to_json(out.results, out.stored, meta, out.snaps, out.zipped,
+                                                out.remoted, out.followed))
     say(f"results written to {args.json}")
-    return 1 if results.problems else 0
+    return 1 if out.results.problems else 0

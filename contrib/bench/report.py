@@ -12,6 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from contrib.bench.follow import FollowResults
 from contrib.bench.measure import Summary
 from contrib.bench.remotes import DESTINATIONS, PUSH, REPUSH, STEPS, Destination, RemoteResults, Step
 from contrib.bench.snapshots import CP_MAIFFS, CP_PLAIN, ORDER, TARGET_FILES, Case, SnapshotResults
@@ -137,6 +138,14 @@ def _target_met(case: Case, summary: Summary) -> bool | None:
     return None if case.target_ms is None else summary.median * 1000 <= case.target_ms
 
 
+def _cores(summary: Summary | None) -> float | None:
+    """The daemon's cores over the samples, if they last long enough to tell: /proc counts CPU
+    time in 10 ms ticks, too coarse for a few ms in all."""
+    if summary is None or sum(s["seconds"] or 0 for s in summary.samples) < 0.2:
+        return None
+    return summary.daemon_cores
+
+
 def snapshot_table(snap: SnapshotResults) -> str:
     """One row per case: median ms ±half the range, as a fraction of cp -a's time, §7's bound if
     any, and the daemon's CPU (cores) where the samples last long enough to measure it."""
@@ -151,10 +160,8 @@ def snapshot_table(snap: SnapshotResults) -> str:
         to_maiffs, to_plain = _to_cp(snap, case, summary)
         met = _target_met(case, summary)
         goal = "-" if met is None else f"≤{case.target_ms:g} ms {'ok' if met else 'MISS'}"
-        # /proc counts CPU time in 10 ms ticks: too coarse for a few ms in all
-        timed_enough = sum(s["seconds"] or 0 for s in summary.samples) >= 0.2
         rows.append([case.label, "ms", cell, _optional(to_maiffs, ".2g"), _optional(to_plain, ".2g"),
-                     goal, _optional(summary.daemon_cores if timed_enough else None, ".2f")])
+                     goal, _optional(_cores(summary), ".2f")])
     table = _render(header, rows, right_from=2)
     if any(row[2].endswith("*") for row in rows):
         table += "\n* another program dropped the page cache during a sample (a disturbance)"
@@ -358,9 +365,91 @@ def remotes_json(remotes: RemoteResults) -> dict[str, Any]:
     }
 
 
+def _follow_cell(follow: FollowResults, dest: str, key: str) -> str:
+    """Median seconds ±half the range in %, * if disturbed; n/a when there is no number."""
+    summary = follow.summary(dest, key)
+    if summary is None:
+        return "n/a"
+    text = f"{_number(summary.median, 'time')}"
+    if len(summary.samples) > 1:
+        text += f" ±{summary.spread_pct / 2:.0f}%"
+    return text + "*" * bool(summary.disturbed)
+
+
+def _follow_numbers(follow: FollowResults, dest: str, key: str) -> dict[str, Any]:
+    """A row's MiB/s (median), time ÷ the writer's row, daemon cores and note (hit rate, max)."""
+    case = follow.cases[key]
+    summary = follow.summary(dest, key)
+    rate = follow.summary(dest, key, "rate") if case.rate else None
+    baseline = follow.summary(dest, case.baseline) if case.baseline else None
+    note = follow.notes.get(dest, {}).get(key, "")
+    if summary and not case.rate and len(summary.samples) > 1:
+        note = f"max {summary.high:.3f} s of {len(summary.samples)}"
+    return {"mib_per_s": rate.median if rate else None, "to_writer": _ratio(summary, baseline),
+            "daemon_cores": _cores(summary), "note": note}
+
+
+def follow_table(follow: FollowResults) -> str:
+    """A table per destination, a row per case: seconds, MiB/s, ÷ the writer's matching row
+    (time over time: above 1 the follower is slower), the daemon's cores, the hit rate of an
+    epoch or the slowest of the latencies; then the data, the setup and why a cell is n/a."""
+    blocks, disturbed = [], False
+    for dest in DESTINATIONS:
+        header = [f"follower mounts: {dest.label}", "s", "MiB/s", "÷ writer", "CPU daemon", "note"]
+        rows = []
+        for key in follow.cases:
+            numbers = _follow_numbers(follow, dest.key, key)
+            rows.append([follow.cases[key].label, _follow_cell(follow, dest.key, key),
+                         _optional(numbers["mib_per_s"], ",.0f"), _optional(numbers["to_writer"], ".2f"),
+                         _optional(numbers["daemon_cores"], ".2f"), numbers["note"]])
+        disturbed = disturbed or any(row[1].endswith("*") for row in rows)
+        blocks.append(_render(header, rows, right_from=1))
+    lines = ["\n\n".join(blocks),
+             "s: median seconds ± half the range; ÷ writer: the median time over the writer's matching "
+             "row's (the first epoch over its cold epoch, the others over its epoch again); CPU daemon: "
+             "cores of the mount's daemon (writer or follower)"]
+    if disturbed:
+        lines.append("* another program dropped the page cache during a sample (a disturbance)")
+    lines.append(follow.data)
+    lines.extend(follow.setup)
+    for dest in DESTINATIONS:
+        if why := follow.unavailable.get(dest.key):
+            lines.append(f"{dest.label}: {why}")
+    return "\n".join(lines)
+
+
+def follow_json(follow: FollowResults) -> dict[str, Any]:
+    rows = []
+    for dest in DESTINATIONS:
+        for key, case in follow.cases.items():
+            summary = follow.summary(dest.key, key)
+            rows.append({"destination": dest.key, "key": key, "label": case.label, "unit": "s",
+                         "baseline": case.baseline, "result": asdict(summary) if summary else None,
+                         "not_available": follow.unavailable.get(dest.key),
+                         **_follow_numbers(follow, dest.key, key)})
+    return {"data": follow.data, "setup": follow.setup, "rows": rows}
+
+
+def tables(results: Results, storage: list[StorageItem], snapshots: SnapshotResults | None,
+           zips: ZipResults | None, remotes: RemoteResults | None, follow: FollowResults | None) -> list[str]:
+    """The printed tables of the parts that ran, in the order they ran."""
+    out = [timing_table(results)] if results.workloads else []
+    if storage:
+        out.append(storage_table(storage))
+    if snapshots:
+        out.append("\n".join([snapshot_table(snapshots), *snapshot_targets(snapshots)]))
+    if zips:
+        out.append(zip_table(zips))
+    if remotes:
+        out.append(remote_tables(remotes))
+    if follow:
+        out.append(follow_table(follow))
+    return out
+
+
 def to_json(results: Results, storage: list[StorageItem], meta: dict[str, Any],
-            snapshots: SnapshotResults | None = None,
-            zips: ZipResults | None = None, remotes: RemoteResults | None = None) -> dict[str, Any]:
+            snapshots: SnapshotResults | None = None, zips: ZipResults | None = None,
+            remotes: RemoteResults | None = None, follow: FollowResults | None = None) -> dict[str, Any]:
     workloads = []
     for key, workload in results.workloads.items():
         summaries = {t: results.summary(key, t) for t in TARGETS}
@@ -383,6 +472,7 @@ def to_json(results: Results, storage: list[StorageItem], meta: dict[str, Any],
         "snapshots": snapshots_json(snapshots) if snapshots else None,
         "zips": zips_json(zips) if zips else None,
         "remotes": remotes_json(remotes) if remotes else None,
+        "follow": follow_json(follow) if follow else None,
         "problems": results.problems,
     }
 
