@@ -30,7 +30,8 @@ from maiffs.store.env import Txn
 log = logging.getLogger(__name__)
 
 EVICT_TO = 0.9
-PREFETCH_BATCH = 64  # chunks fetched per thread call (nearby ones in one ranged read)  # evict down to this share of the bound, so eviction does not run every commit
+PREFETCH_BATCH = 64  # chunks fetched per thread call (nearby ones in one ranged read)
+FETCHED_AHEAD_KEPT = 256  # chunks fetched ahead and held in memory until the next commit  # evict down to this share of the bound, so eviction does not run every commit
 
 
 class Follower:
@@ -45,6 +46,9 @@ class Follower:
         self.every = every
         self.cache_limit = cache_limit
         self.prefetch = prefetch
+        self.nursery: trio.Nursery | None = None  # for read-ahead, while run() runs
+        self.in_flight: set[bytes] = set()  # chunks being fetched ahead
+        self.fetchers = trio.CapacityLimiter(2)  # read-ahead fetches at once
         self.current: str | None = None
         self.ref_times: dict[str, int] = {}  # remote snapshot -> its time (refs never change)
         self.switched_ns = 0
@@ -52,14 +56,40 @@ class Follower:
         self.last_error: str | None = None
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.follow()
-                self.last_error = None
-            except (StoreError, FsError, OSError) as exc:  # a remote away for a while
-                self.last_error = str(exc)
-                log.warning("follow %s: %s", self.url, exc)
-            await trio.sleep(self.every)
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            self.snapshots.ns.chunks.read_ahead = self.read_ahead
+            while True:
+                try:
+                    await self.follow()
+                    self.last_error = None
+                except (StoreError, FsError, OSError) as exc:  # a remote away for a while
+                    self.last_error = str(exc)
+                    log.warning("follow %s: %s", self.url, exc)
+                await trio.sleep(self.every)
+
+    def read_ahead(self, cids: list[bytes]) -> None:
+        """Fetch in the background the chunks a sequential read will ask for next (called
+        from a read, on the trio thread, when it had to go to the remote)."""
+        wanted = [cid for cid in cids if cid not in self.in_flight]
+        if wanted and self.nursery is not None:
+            self.in_flight.update(wanted)
+            self.nursery.start_soon(self._arrive, wanted)
+
+    async def _arrive(self, cids: list[bytes]) -> None:
+        try:
+            async with self.fetchers:
+                await self._wait_for_commit()
+                self.snapshots.ns.chunks.filled.update(await trio.to_thread.run_sync(self._fetch, cids))
+        except (StoreError, OSError) as exc:  # the read itself will fetch, or say why not
+            log.debug("read-ahead: %s", exc)
+        finally:
+            self.in_flight.difference_update(cids)
+
+    async def _wait_for_commit(self) -> None:
+        """Hold fetched-ahead data in memory only up to a bound: the commit stores it."""
+        while len(self.snapshots.ns.chunks.filled) >= FETCHED_AHEAD_KEPT:
+            await trio.sleep(0.05)
 
     async def follow(self) -> None:
         """Switch to the remote's newest snapshot if it is not the one shown."""
@@ -91,6 +121,7 @@ class Follower:
             room -= raw_len
             chosen.append(cid)
         for start in range(0, len(chosen), PREFETCH_BATCH):
+            await self._wait_for_commit()
             fetched = await trio.to_thread.run_sync(self._fetch, chosen[start:start + PREFETCH_BATCH])
             self.snapshots.ns.chunks.filled.update(fetched)
         log.info("prefetch of %s: %d chunks fetched", self.current, len(chosen))

@@ -147,6 +147,18 @@ def test_prefetch_makes_first_reads_local(tmp_path, spot):
         assert state["misses"] == 0 and state["hits"] > 0
 
 
+def test_a_read_that_goes_to_the_remote_fetches_what_follows(tmp_path, spot):
+    data = os.urandom(32 << 20)
+    with one_file_followed(tmp_path, spot, data) as f:
+        with open(f.path / "data", "rb") as reader:
+            assert reader.read(65536) == data[:65536]
+            assert status(f)["misses"] >= 1
+            wait_for(lambda: stored(f) >= 2 << 20, "read-ahead brings the chunks that follow")
+            before = status(f)["misses"]
+            assert reader.read(2 << 20) == data[65536:65536 + (2 << 20)]
+            assert status(f)["misses"] == before  # already here
+
+
 def test_eviction_never_drops_the_last_copy(tmp_path):
     """Chunks the remote does not hold keep their data, however far past the bound."""
     maiffs("mkfs", tmp_path / "s")

@@ -9,6 +9,8 @@ thread-safe), and the old extents of those regions are replaced in one transacti
 
 from __future__ import annotations
 
+import itertools
+
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -41,6 +43,9 @@ class PreparedRegion:
     tail: bytes = b""
 
 
+READ_AHEAD = 8  # chunks after a read that went to a remote, fetched before they are asked for
+
+
 def iter_extents(txn: Txn, ino: int, start: int, end: int) -> Iterator[tuple[int, bytes, int]]:
     """Yield (offset, chunk id, length) of the extents overlapping [start, end), in order."""
     prefix = ino_key(ino)
@@ -66,10 +71,16 @@ def read_stored(txn: Txn, chunks: ChunkStore, ino: int, off: int, size: int) -> 
     """The stored bytes of [off, off+size): chunk data where there are extents, zeros elsewhere."""
     out = bytearray(size)
     end = off + size
+    fetched_before = chunks.remote_reads
     for ext_off, cid, length in iter_extents(txn, ino, off, end):
         data = chunks.get(txn, cid)
         lo, hi = max(off, ext_off), min(end, ext_off + length)
         out[lo - off:hi - off] = memoryview(data)[lo - ext_off:hi - ext_off]
+    if chunks.read_ahead is not None and chunks.remote_reads > fetched_before:
+        later = (cid for _o, cid, _n in iter_extents(txn, ino, end, 1 << 63))
+        wanted = [cid for cid in itertools.islice(later, READ_AHEAD) if chunks.evicted(txn, cid)]
+        if wanted:  # a read had to go to the remote: ask for what follows it in the file
+            chunks.read_ahead(wanted)
     return out
 
 

@@ -136,6 +136,8 @@ class ChunkStore:
         self.healed: dict[bytes, tuple[int, bytes]] = {}  # good copies of damaged chunks
         self.filled: dict[bytes, tuple[int, bytes]] = {}  # evicted chunks read again
         self.recent: OrderedDict[bytes, None] = OrderedDict()  # recently read, newest last
+        #: a cache store's: asked for evicted chunks that a read will want soon
+        self.read_ahead: Callable[[list[bytes]], None] | None = None
         self.local_reads = 0  # chunk reads served by the store (a cache store's hits)
         self.remote_reads = 0  # evicted chunks fetched again (its misses)
 
@@ -192,7 +194,11 @@ class ChunkStore:
             return data
         ref = txn.get("chunkrefs", cid)
         encoded = txn.get("chunks", cid)
-        if ref is not None and encoded is None and REF_RECORD.unpack(ref)[2] == EVICTED:
+        arrived = self.filled.get(cid)  # fetched ahead, not yet stored
+        if arrived is not None:
+            data = decode_chunk(cid, arrived[1], arrived[0])
+            self.local_reads += 1
+        elif ref is not None and encoded is None and REF_RECORD.unpack(ref)[2] == EVICTED:
             data = self._fill(cid)
         else:
             try:
@@ -235,6 +241,12 @@ class ChunkStore:
         if known:  # a chunk whose record is gone entirely is fsck's to rebuild
             self.healed[cid] = found[:2]
         return found[2]
+
+    def evicted(self, txn: Txn, cid: bytes) -> bool:
+        """Is cid's data neither here nor on its way (a cache store's chunk a read would fetch)?"""
+        ref = txn.get("chunkrefs", cid)
+        return (ref is not None and REF_RECORD.unpack(ref)[2] == EVICTED and cid not in self.filled
+                and txn.get("chunks", cid) is None)
 
     def used(self, cid: bytes) -> None:
         """Remember cid as recently read (a cache store evicts the least recently read)."""
