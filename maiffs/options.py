@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from maiffs.errors import StoreError
+from maiffs.remotes.lease import DEFAULT_TTL
 from maiffs.snapshots.retention import DEFAULT_POLICY, RetentionPolicy, parse_interval, parse_policy
 
 _SIZE_SUFFIX = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -31,6 +32,7 @@ class MountOptions:
     snapshot_every: float = 0.0  # seconds between automatic snapshots; 0 = none
     keep: RetentionPolicy = DEFAULT_POLICY  # which automatic snapshots pruning keeps
     replicate: tuple[str, ...] = ()  # remotes every new snapshot is pushed to
+    lease: float = DEFAULT_TTL  # seconds a replicate= remote's volume lease lives unrenewed
 
     @classmethod
     def parse(cls, specs: list[str]) -> "MountOptions":
@@ -46,8 +48,8 @@ class MountOptions:
                         setattr(out, key, value.lower() not in ("0", "no", "false") if value else True)
                     elif key == "cache_size":
                         out.cache_size = parse_size(value)
-                    elif key == "commit_interval":
-                        out.commit_interval = float(value.rstrip("s"))
+                    elif key in ("commit_interval", "lease"):
+                        setattr(out, key, float(value.rstrip("s")))
                     elif key == "snapshot_every":
                         out.snapshot_every = parse_interval(value)
                     elif key == "keep":
@@ -62,8 +64,8 @@ class MountOptions:
                     raise StoreError(f"bad value for mount option {key}: {exc}") from None
         if not 0 <= out.compression <= 22:
             raise StoreError("compression must be a zstd level from 0 (off) to 22")
-        if out.commit_interval <= 0:
-            raise StoreError("commit_interval must be positive")
+        if out.commit_interval <= 0 or out.lease <= 0:
+            raise StoreError("commit_interval and lease must be positive")
         return out
 
 
