@@ -54,7 +54,9 @@ class Leases:
         while True:
             await trio.sleep(self.ttl / 3)
             for name in self.leases:
-                await trio.to_thread.run_sync(self._keep, name)
+                # abandoned at unmount if stuck on the network; release() then deletes the
+                # lease itself (a late renewal landing after it leaves a lease that expires)
+                await trio.to_thread.run_sync(self._keep, name, abandon_on_cancel=True)
 
     def _keep(self, name: str) -> None:
         lease = self.leases[name]
