@@ -22,6 +22,7 @@ from maiffs.progress import ProgressBar
 from maiffs.remotes import config as remotes
 from maiffs.remotes import placement, replicas
 from maiffs.remotes import transfer
+from maiffs.remotes.lease import Holder, VolumeLease, utc
 from maiffs.remotes import verify as checks
 from maiffs.report import store_report
 from maiffs.store import Store
@@ -324,6 +325,22 @@ def remote_remove(store: str, name: str) -> None:
     click.echo(f"removed remote {name}")
 
 
+@remote.command("takeover")
+@click.argument("store", type=click.Path())
+@click.argument("name")
+def remote_takeover(store: str, name: str) -> None:
+    """Make STORE the writer of remote NAME's volume now, replacing another store's lease
+    before it expires (that store crashed, or will never unmount). Mount STORE with
+    -o replicate=NAME soon: a mount renews the lease, which otherwise expires after 60s."""
+    path = resolve_store(store)
+    lease = VolumeLease(remotes.named_remote(path, name), name, Holder.here(path))
+    previous = lease.acquire(force=True)
+    replaced = f"replaced the lease of {previous.who()}, valid until {utc(previous.expires_ns)}" \
+        if previous else "the volume had no other writer"
+    click.echo(f"remote {name} volume {lease.remote.volume}: {replaced}; store "
+               f"{lease.holder.id} holds it until {utc(lease.expires_ns)}")
+
+
 def transfer_options(command: Callable[..., None]) -> Callable[..., None]:
     """--json and --quiet, shared by the commands that move snapshots."""
     command = click.option("--json", "as_json", is_flag=True,
@@ -366,6 +383,10 @@ def push(store: str, name: str, snapshots: tuple[str, ...], as_json: bool, quiet
             if member not in group:
                 raise StoreError(f"remote {member!r} is not in the group {name}")
             remote = remotes.named_remote(path, member)
+            stale = VolumeLease(remote, member, Holder.here(path)).check()  # another writer: refused
+            if stale is not None:
+                click.echo(f"maiffs: warning: remote {member}: the lease of {stale.who()} expired "
+                           f"at {utc(stale.expires_ns)}; pushing in its place", err=True)
             bar = ProgressBar(f"push {member}", quiet=quiet)
             with commands.reading(store) as snaps:
                 stats = transfer.push(snaps, remote, list(snapshots) or None, bar,

@@ -22,6 +22,7 @@ from maiffs.control import ControlTree
 from maiffs.errors import StoreError
 from maiffs.follower import Follower
 from maiffs.fuse.operations import Operations
+from maiffs.leases import Leases
 from maiffs.mounts import is_mountpoint
 from maiffs.namespace import Namespace
 from maiffs.options import MountOptions
@@ -90,6 +91,7 @@ async def _main(ops: Operations, service: SnapshotService, options: MountOptions
             nursery.start_soon(service.auto_snapshots, options)
         if service.replicator is not None:
             nursery.start_soon(service.replicator.run)
+            nursery.start_soon(service.replicator.leases.run)
         await pyfuse3.main()
         await ops.shutdown()
         nursery.cancel_scope.cancel()
@@ -100,6 +102,7 @@ def serve(store_path: str, mountpoint: str, options: MountOptions,
     """Mount and serve until unmounted; call ready(None) once mounted, ready(reason) on failure."""
     store_path, mountpoint = os.path.abspath(store_path), os.path.abspath(mountpoint)
     lock = store = None
+    replicator: Replicator | None = None
     mounted = False
     try:
         check_mountpoint(mountpoint, options.nonempty)
@@ -107,8 +110,11 @@ def serve(store_path: str, mountpoint: str, options: MountOptions,
         store = Store.open(store_path)
         ns = Namespace(store, level=options.compression, cache_bytes=options.memory_cache)
         snapshots = Snapshots(ns)
-        service = SnapshotService(snapshots, replicator=Replicator(
-            snapshots, store_path, options.replicate, options.copies) if options.replicate else None)
+        if options.replicate:
+            replicator = Replicator(snapshots, store_path, options.replicate, Leases(
+                store_path, mountpoint, options.replicate, options.lease), options.copies)
+            replicator.leases.take()  # before mounting: another store's live lease refuses
+        service = SnapshotService(snapshots, replicator=replicator)
         if options.follow:
             service.follower = Follower(service, store_path, options.follow, options.follow_every,
                                         options.cache_size, options.prefetch)
@@ -139,6 +145,8 @@ def serve(store_path: str, mountpoint: str, options: MountOptions,
     finally:
         if mounted:
             pyfuse3.close(unmount=True)
+        if replicator is not None:
+            replicator.leases.release()
         if store is not None:
             store.close()
         if lock is not None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, fields
 
 from maiffs.errors import StoreError
 from maiffs.remotes.placement import check_copies
+from maiffs.remotes.lease import DEFAULT_TTL
 from maiffs.snapshots.retention import DEFAULT_POLICY, RetentionPolicy, parse_interval, parse_policy
 
 DEFAULT_MEMORY_CACHE = 64 << 20
@@ -37,6 +38,7 @@ class MountOptions:
     follow_every: float = 5.0  # seconds between a follower's looks for a newer snapshot
     prefetch: bool = False  # a follower fetches each new snapshot's data in the background
     copies: int | None = None  # with replicate=: each chunk on this many of them (placement.py)
+    lease: float = DEFAULT_TTL  # seconds a replicate= remote's volume lease lives unrenewed
 
     @property
     def memory_cache(self) -> int:
@@ -57,8 +59,8 @@ class MountOptions:
                         setattr(out, key, value.lower() not in ("0", "no", "false") if value else True)
                     elif key == "cache_size":
                         out.cache_size = parse_size(value)
-                    elif key == "commit_interval":
-                        out.commit_interval = float(value.rstrip("s"))
+                    elif key in ("commit_interval", "lease"):
+                        setattr(out, key, float(value.rstrip("s")))
                     elif key == "follow_every":
                         out.follow_every = parse_interval(value)
                     elif key == "follow":
@@ -77,8 +79,8 @@ class MountOptions:
                     raise StoreError(f"bad value for mount option {key}: {exc}") from None
         if not 0 <= out.compression <= 22:
             raise StoreError("compression must be a zstd level from 0 (off) to 22")
-        if out.commit_interval <= 0:
-            raise StoreError("commit_interval must be positive")
+        if out.commit_interval <= 0 or out.lease <= 0:
+            raise StoreError("commit_interval and lease must be positive")
         if out.follow_every <= 0:
             raise StoreError("follow_every must be positive")
         if out.copies is not None:

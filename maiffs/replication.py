@@ -6,7 +6,8 @@ Each push runs as its own `maiffs push` process: it reads the store beside the d
 allows any number of reader processes, so it never holds a transaction in the daemon while the
 daemon grows the map, and never blocks the FUSE loop. What is pending is derived, not stored:
 at mount, the snapshots a remote lacks; then every new one. A push that fails is tried again
-after a pause; one cut short by unmount resumes at the next mount.
+after a pause; one cut short by unmount resumes at the next mount. A remote is pushed to only
+while this store holds the lease of its volume (leases.py): one writer per volume.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import trio
 
 from maiffs.errors import StoreError
+from maiffs.leases import Leases
 from maiffs.remotes import config
 from maiffs.snapshots.manager import SnapshotInfo, Snapshots
 
@@ -31,8 +33,9 @@ class Replicator:
     """Pushes new snapshots of one mounted store to its replicate= remotes."""
 
     def __init__(self, snapshots: Snapshots, store_path: str, names: tuple[str, ...],
-                 copies: int | None = None) -> None:
+                 leases: Leases, copies: int | None = None) -> None:
         self.snapshots = snapshots
+        self.leases = leases
         self.store_path = store_path
         # with copies, each remote is pushed only its share of the chunks (placement.py)
         self.group = ["--copies", str(copies), ",".join(names)] if copies else []
@@ -79,6 +82,10 @@ class Replicator:
         batch = sorted(self.pending[name])
         if not batch:
             return
+        refusal = self.leases.refusal(name)
+        if refusal:
+            self.errors[name] = refusal
+            return
         target = [*self.group, "--to", name] if self.group else [name]
         done = await trio.run_process([sys.executable, "-m", "maiffs", "push", "--quiet",
                                        self.store_path, *target, *batch], capture_stdout=True,
@@ -97,5 +104,6 @@ class Replicator:
         return {name: {"pending": sorted(self.pending[name]),
                        "lag_seconds": round((now - min(self.pending[name].values())) / 1e9, 1)
                        if self.pending[name] else 0.0,
-                       "last_error": self.errors.get(name)}
+                       "last_error": self.errors.get(name),
+                       "lease": self.leases.status(name)}
                 for name in self.remotes}

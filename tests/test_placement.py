@@ -113,8 +113,8 @@ def test_replicate_with_copies_places_each_chunk_on_two_of_three(tmp_path):
     try:
         fill(m.path, "one")
         os.mkdir(m.path / ".snapshots" / "s1")
-        wait_for(lambda: all(s.keys("volumes/") for s in spots.values()), "s1 on every remote",
-                 limit=120)
+        wait_for(lambda: all(s.keys("volumes/default/refs") for s in spots.values()),
+                 "s1 on every remote", limit=120)  # (the leases are there from the mount on)
         first = check_placement(spots, 2, ["s1"])
         assert len(first) == store_stat(m.path)["chunks"]
         replication = store_stat(m.path)["replication"]
@@ -124,7 +124,7 @@ def test_replicate_with_copies_places_each_chunk_on_two_of_three(tmp_path):
         (m.path / "more.bin").write_bytes(os.urandom(2 << 20))
         (m.path / "small3").write_text("changed")
         os.mkdir(m.path / ".snapshots" / "s2")
-        wait_for(lambda: all(len(s.keys("volumes/")) == 2 for s in spots.values()),
+        wait_for(lambda: all(len(s.keys("volumes/default/refs")) == 2 for s in spots.values()),
                  "s2 on every remote", limit=120)
         second = check_placement(spots, 2, ["s1", "s2"])  # the old chunks stayed where they were
         assert first < second

@@ -128,15 +128,18 @@ def test_a_push_or_pull_killed_half_way_finishes_when_run_again(tmp_path, spot):
         maiffs("mkfs", tmp_path / "b-store")
         spot.add(tmp_path / "b-store", "r")
         staged = tmp_path / "b-store" / "incoming"
-        indexes = lambda: [p for p in staged.glob("*/index/*") if not p.name.startswith(".")]
-        killed_once_arrived(["pull", tmp_path / "b-store", "r"], indexes)
+
+        def staged_indexes() -> list[Path]:  # not the temp files they are written as
+            return [p for p in staged.glob("*/index/*") if not p.name.startswith(".")]
+
+        killed_once_arrived(["pull", tmp_path / "b-store", "r"], staged_indexes)
         beside = StoreLock(str(next(staged.iterdir())), "a test")  # as a pull running beside
         try:
             done = maiffs("pull", tmp_path / "b-store", "r", check=False)
         finally:
             beside.release()
         assert done.returncode == 1 and "is running (pid " in done.stderr
-        arrived = len(indexes())  # whole ones: not the temporary file an index is written to
+        arrived = len(staged_indexes())
         assert maiffs("snapshot", "list", tmp_path / "b-store").stdout == ""
         got = moved("pull", tmp_path / "b-store", "r")
         assert got["snapshots"] == 1 and got["bytes"] <= total - arrived * (15 << 20)

@@ -4,7 +4,8 @@ four storage primitives that each kind of remote (directory, S3 bucket) provides
 Keys: `packs/AB/PACKID` (many chunks or tree objects, packs.py), `index/PACKID` (where each is in
 that pack), `volumes/VOLUME/refs/NAME` (JSON: root id, time). A volume is one writer's line of
 snapshots (`URL#VOLUME`, `default` without); packs are shared by all volumes, so data pushed by
-several stores is stored once. Packs and indexes never change once
+several stores is stored once; `volumes/VOLUME/lease` names the one store that may write the
+volume (lease.py). Packs and indexes never change once
 written, and a write is all-or-nothing, which is all the push protocol needs (upload.py,
 transfer.py). Everything read back is checked against its id before it is returned, and a blob
 held by several packs is taken from the first good one.
@@ -75,6 +76,14 @@ class Remote:
     def _names(self, folder: str) -> list[str]:
         """The names of the values directly in folder; RemoteAbsent if the remote does not
         exist, StoreError if it cannot be read."""
+        raise NotImplementedError
+
+    def _put_new(self, key: str, data: bytes) -> bool:
+        """Store data under key only if there is no value there (atomically): False if there was."""
+        raise NotImplementedError
+
+    def _delete(self, key: str) -> None:
+        """Remove the value under key, if any."""
         raise NotImplementedError
 
     # -- what is where ------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 Every file is written to a temporary name in its directory and renamed into place, so a reader
 (another machine, a resumed push) sees a whole file or none; files never change afterwards, so
 no lock is needed (none is trusted over NFS) and several stores can push to one remote at once.
-No LMDB on the remote.
+No LMDB on the remote. The one value created only if absent (a volume's lease) is a temp file
+hard-linked to its name: link() is atomic on NFS too, unlike O_EXCL on old clients.
 """
 
 from __future__ import annotations
@@ -24,13 +25,16 @@ class DirRemote(Remote):
 
     def _put(self, key: str, data: bytes) -> None:
         path = self.path / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, path)
+        os.rename(written_beside(path, data), path)
+
+    def _put_new(self, key: str, data: bytes) -> bool:
+        return create_new(self.path / key, data)
+
+    def _delete(self, key: str) -> None:
+        try:
+            (self.path / key).unlink()
+        except FileNotFoundError:
+            pass
 
     def _get(self, key: str) -> bytes | None:
         try:
@@ -51,3 +55,29 @@ class DirRemote(Remote):
             raise RemoteAbsent(f"remote {self.path} does not exist")
         directory = self.path / folder
         return [p.name for p in directory.iterdir() if not p.name.startswith(".")] if directory.is_dir() else []
+
+
+def written_beside(path: Path, data: bytes) -> Path:
+    """data in a new durable temp file in path's directory (made if need be), to move into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return tmp
+
+
+def create_new(path: Path, data: bytes) -> bool:
+    """Make path hold data if it does not exist yet, atomically (also on NFS); False if it did.
+    An NFS link whose reply was lost can report EEXIST after it succeeded, so the temp file's
+    link count decides, as open(2) advises."""
+    tmp = written_beside(path, data)
+    try:
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        return os.stat(tmp).st_nlink == 2
+    finally:
+        tmp.unlink()
