@@ -18,8 +18,10 @@ and this runs:
    every chunk of the shown tree is held (`stored_bytes` ≥ `unique_bytes` in
    `MNT/.maiffs/stats`: the data is incompressible, so a held chunk is never smaller than its
    raw length), and a read of the big file (page cache dropped).
-2. `--follow-switches` times, with a fresh follower: the marker rewritten on the writer and a
-   snapshot taken (`mkdir .snapshots/vN`); from that mkdir, the time until the writer's
+2. `--follow-switches` times, with a fresh follower: after a random pause of up to
+   `follow_every` (so that the change falls anywhere in the follower's cycle, not always just
+   after its last look), the marker rewritten on the writer and a snapshot taken (`mkdir
+   .snapshots/vN`); from that mkdir, the time until the writer's
    replication has pushed it (`pending` in its stats), until the follower shows it (`follow`
    `showing` in its stats) and until the marker reads the new text on the follower.
 3. The dataset read like a training job: every file in a random order (another one each
@@ -65,8 +67,8 @@ DATASET = "dataset"
 MARKER = "marker.txt"
 #: The sub-directory or prefix of a destination that the writer replicates to.
 KEY = "follow"
-#: How often a follower looks for a newer snapshot (the brief of issue 6's tests: 1 s).
-FOLLOW_EVERY = "1s"
+#: Seconds between a follower's looks for a newer snapshot (-o follow_every).
+FOLLOW_EVERY = 1.0
 #: Polling of stats and files while waiting: fine enough for second-scale latencies.
 POLL = 0.02
 #: The longest wait for a push, a switch or a prefetch before the destination counts as failed.
@@ -228,6 +230,11 @@ def daemon_cpu(target: MaiffsTarget) -> float | None:
     return 0.0 if pid is None else cpu_seconds(pid)
 
 
+def follower_options(args: argparse.Namespace, *more: str) -> str:
+    """-o of a follower: the run's --maiffs-options, follow_every, then more."""
+    return ",".join(filter(None, [args.maiffs_options, f"follow_every={FOLLOW_EVERY:g}s", *more]))
+
+
 @contextmanager
 def following(workdir: Path, tag: str, place: Place, options: str) -> Iterator[Follower]:
     """A follower (not mounted yet: the caller times its mount with mount_follower), unmounted
@@ -320,7 +327,7 @@ def big_file_rep(results: FollowResults, args: argparse.Namespace, writer: Follo
     w_cold, w_again, shown, f_cold, f_again, p_local, p_read = big_cases(human_bytes(data.big_bytes))
     read_big(results, dest, w_cold, writer, remount=True)
     read_big(results, dest, w_again, writer, remount=False)
-    options = ",".join(filter(None, [args.maiffs_options, f"follow_every={FOLLOW_EVERY}"]))
+    options = follower_options(args)
     with following(writer.workdir, f"{dest}-r{rep}", place, options) as follower:
         results.add(dest, shown, mount_follower(follower, partial(shows, follower, writer.latest),
                                                 f"a follower showing {writer.latest}"))
@@ -356,8 +363,10 @@ def first_seen(checks: dict[str, Callable[[], bool]], start: float, what: str,
     return seen
 
 
-def switch(results: FollowResults, dest: str, writer: FollowWriter, follower: Follower) -> None:
-    """Step 2, once: change the marker, snapshot, and note when each of the three is seen."""
+def switch(results: FollowResults, dest: str, writer: FollowWriter, follower: Follower, pause: float) -> None:
+    """Step 2, once: after pause seconds, change the marker, snapshot, and note when each of
+    the three is seen."""
+    time.sleep(pause)
     name = f"v{writer.taken + 1}"
     text = f"{name}\n"
     (writer.path / MARKER).write_text(text)
@@ -412,8 +421,7 @@ def dataset_epochs(results: FollowResults, args: argparse.Namespace, writer: Fol
     for share in CACHE_SHARES:
         cache = int(data.dataset_bytes * share)
         say(f"follow: {dest}: {args.follow_epochs} epochs of the dataset, cache_size={cache}")
-        options = ",".join(filter(None, [args.maiffs_options, f"follow_every={FOLLOW_EVERY}",
-                                         f"cache_size={cache}"]))
+        options = follower_options(args, f"cache_size={cache}")
         with following(writer.workdir, f"{dest}-c{share:g}", place, options) as follower:
             mount_follower(follower, partial(shows, follower, writer.latest), f"a follower showing {writer.latest}")
             rng = random.Random(1)
@@ -432,11 +440,11 @@ def follow_destination(results: FollowResults, args: argparse.Namespace, writer:
             "file on the writer, a follower, a prefetching follower")
         big_file_rep(results, args, writer, place, data, rep)
     say(f"follow: {dest}: {args.follow_switches} snapshots from the writer to a follower")
-    options = ",".join(filter(None, [args.maiffs_options, f"follow_every={FOLLOW_EVERY}"]))
-    with following(writer.workdir, f"{dest}-s", place, options) as follower:
+    with following(writer.workdir, f"{dest}-s", place, follower_options(args)) as follower:
         mount_follower(follower, partial(shows, follower, writer.latest), f"a follower showing {writer.latest}")
+        pauses = random.Random(3)
         for _ in range(args.follow_switches):
-            switch(results, dest, writer, follower)
+            switch(results, dest, writer, follower, pauses.uniform(0, FOLLOW_EVERY))
     dataset_epochs(results, args, writer, place, data, say)
 
 
