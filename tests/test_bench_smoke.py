@@ -1,8 +1,9 @@
 """The benchmark harness still runs: `python -m contrib.bench --quick` measures all three targets,
 the snapshot part (a small tree on maiffs, against cp -a), the zip part (maiffs's X.zip#
 next to ratarmount and fuse-zip, which may be missing: their cells are then n/a with a reason)
-and the remotes part (push and clone to a directory and to a Ceph RADOS Gateway, next to rclone,
-cp -a and boto3; without rclone or Ceph those cells are n/a with a reason).
+the remotes part (push and clone to a directory and to a Ceph RADOS Gateway, next to rclone,
+cp -a and boto3; without rclone or Ceph those cells are n/a with a reason) and the follow part
+(follower mounts of a writer replicating to each of those, about 30 s of the run).
 
 Only that it works end to end is checked (a table, positive numbers, nothing left mounted), never
 how fast anything is: timings on a shared CI machine are not something a test can assert.
@@ -84,6 +85,20 @@ def test_quick_bench_reports_all_targets(tmp_path: Path) -> None:
     for data in ("big", "small"):  # the second push sends no more than the first
         assert 0 < rows[("dir", data, "repush")]["bytes"]["maiffs"] <= rows[("dir", data, "push")]["bytes"]["maiffs"]
     assert "directory remote (local disk)" in done.stdout and "S3 bucket" in done.stdout
+
+    follow = report["follow"]
+    assert follow is not None
+    rows = {(row["destination"], row["key"]): row for row in follow["rows"]}
+    assert {"writer-cold", "follower-cold", "follower-again", "prefetch-local", "switch-shown",
+            "writer-data-again", "epoch-0.6-1", "epoch-1.25-2"} <= {key for _dest, key in rows}
+    for (dest, key), row in rows.items():
+        if row["result"] is None:  # only S3 without Ceph: n/a with the reason
+            assert dest == "s3" and row["not_available"], key
+        else:
+            assert row["result"]["median"] > 0, (dest, key)
+    assert rows[("dir", "follower-again")]["to_writer"] > 0
+    assert "hit rate" in rows[("dir", "epoch-0.6-1")]["note"]
+    assert "follower mounts: directory remote (local disk)" in done.stdout
 
     leftovers = [p for p in tmp_path.iterdir() if p.name.startswith("maiffs-bench-")]
     assert leftovers == [], "the harness left its work directory (and maybe a mount) behind"
