@@ -187,7 +187,7 @@ def stat_cmd(target: str, as_json: bool) -> None:
     """Files, bytes, dedup and compression of a store (or of the store mounted at TARGET)."""
     report = store_report(resolve_store(target))
     live = _daemon_stats(report["mounted_on"])
-    for key in ("replication", "follow"):  # what only the daemon knows
+    for key in ("pid", "replication", "follow"):  # what only the daemon knows
         if live.get(key):
             report[key] = live[key]
     if as_json:

@@ -29,9 +29,9 @@ from maiffs.store.env import Txn
 
 log = logging.getLogger(__name__)
 
-EVICT_TO = 0.9
+EVICT_TO = 0.9  # evict down to this share of the bound, so eviction does not run every commit
 PREFETCH_BATCH = 64  # chunks fetched per thread call (nearby ones in one ranged read)
-FETCHED_AHEAD_KEPT = 256  # chunks fetched ahead and held in memory until the next commit  # evict down to this share of the bound, so eviction does not run every commit
+FETCHED_AHEAD_KEPT = 64  # chunks fetched ahead and held in memory before they are stored
 
 
 class Follower:
@@ -79,17 +79,22 @@ class Follower:
     async def _arrive(self, cids: list[bytes]) -> None:
         try:
             async with self.fetchers:
-                await self._wait_for_commit()
+                await self._store_fetched()
                 self.snapshots.ns.chunks.filled.update(await trio.to_thread.run_sync(self._fetch, cids))
         except (StoreError, OSError) as exc:  # the read itself will fetch, or say why not
             log.debug("read-ahead: %s", exc)
         finally:
             self.in_flight.difference_update(cids)
 
-    async def _wait_for_commit(self) -> None:
-        """Hold fetched-ahead data in memory only up to a bound: the commit stores it."""
-        while len(self.snapshots.ns.chunks.filled) >= FETCHED_AHEAD_KEPT:
-            await trio.sleep(0.05)
+    async def _store_fetched(self) -> None:
+        """Hold fetched-ahead data in memory only up to a bound: past it, store it now rather
+        than at the next commit (waiting for commits held prefetch to ~128 chunks a second),
+        then keep the store within its bound."""
+        if len(self.snapshots.ns.chunks.filled) >= FETCHED_AHEAD_KEPT:
+            self.snapshots.ns.write_back_healed()
+            if self.cache_limit:
+                self.trim()
+            await trio.sleep(0)  # let reads in between
 
     async def follow(self) -> None:
         """Switch to the remote's newest snapshot if it is not the one shown."""
@@ -121,7 +126,7 @@ class Follower:
             room -= raw_len
             chosen.append(cid)
         for start in range(0, len(chosen), PREFETCH_BATCH):
-            await self._wait_for_commit()
+            await self._store_fetched()
             fetched = await trio.to_thread.run_sync(self._fetch, chosen[start:start + PREFETCH_BATCH])
             self.snapshots.ns.chunks.filled.update(fetched)
         log.info("prefetch of %s: %d chunks fetched", self.current, len(chosen))
