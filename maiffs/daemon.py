@@ -65,7 +65,7 @@ async def _commit_loop(ops: Operations, interval: float, follower: Follower | No
             healed = ops.ns.write_back_healed()
             if healed:
                 log.warning("commit: %d damaged chunks replaced by copies from remotes", healed)
-            if follower is not None and follower.cache_limit:
+            if follower is not None:
                 follower.trim()
             await trio.to_thread.run_sync(ops.ns.store.sync)
         except Exception as exc:  # a full disk must not stop the loop

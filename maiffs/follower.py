@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from typing import Any
 
 import trio
@@ -41,6 +42,7 @@ class Follower:
                  cache_limit: int, prefetch: bool = False) -> None:
         self.service = service
         self.snapshots = service.snapshots
+        self.snapshots.ns.chunks.recent = OrderedDict()  # what eviction goes by
         self.remote = config.open_remote(url, store_path)
         self.url = url
         self.every = every
@@ -92,8 +94,7 @@ class Follower:
         then keep the store within its bound."""
         if len(self.snapshots.ns.chunks.filled) >= FETCHED_AHEAD_KEPT:
             self.snapshots.ns.write_back_healed()
-            if self.cache_limit:
-                self.trim()
+            self.trim()
             await trio.sleep(0)  # let reads in between
 
     async def follow(self) -> None:
@@ -115,8 +116,7 @@ class Follower:
 
     async def warm(self) -> None:
         """Fetch the shown tree's chunks that are not held (up to the cache bound), so that
-        first reads are local: in batches, the network in a thread, each batch handed to the
-        next commit."""
+        first reads are local: in batches, the network in a thread, stored as they pile up."""
         wanted = self._not_held()
         room = self.cache_limit or sum(wanted.values())
         chosen = []
@@ -161,10 +161,10 @@ class Follower:
 
     def trim(self) -> None:
         """Evict the least recently read chunks the remote holds until the store's chunk data
-        fits in the bound (called after each commit)."""
+        fits in the bound, if there is one (called after each commit)."""
         store = self.snapshots.store
         held = store.stats()["chunk_stored_bytes"]
-        if held <= self.cache_limit:
+        if not self.cache_limit or held <= self.cache_limit:
             return
         freed = store.write(lambda txn: self._evict(txn, held - int(self.cache_limit * EVICT_TO)))
         log.info("cache: evicted %d bytes of chunk data", freed)
@@ -172,6 +172,7 @@ class Follower:
     def _evict(self, txn: Txn, excess: int) -> int:
         """Drop data of chunks, least recently read first (never read since mount: first of all)."""
         recent = self.snapshots.ns.chunks.recent
+        assert recent is not None
         held = {bytes(cid) for cid, ref in txn.prefix_items("chunkrefs", b"")
                 if REF_RECORD.unpack(ref)[2] != EVICTED}
         order = [cid for cid in held if cid not in recent] + [cid for cid in recent if cid in held]

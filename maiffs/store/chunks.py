@@ -135,7 +135,9 @@ class ChunkStore:
         self.fallback: Callable[[bytes, bool], tuple[int, bytes] | None] | None = None
         self.healed: dict[bytes, tuple[int, bytes]] = {}  # good copies of damaged chunks
         self.filled: dict[bytes, tuple[int, bytes]] = {}  # evicted chunks read again
-        self.recent: OrderedDict[bytes, None] = OrderedDict()  # recently read, newest last
+        #: a cache store's chunks recently read, newest last (None: not tracked, as a store
+        #: that evicts nothing needs no record of its reads)
+        self.recent: OrderedDict[bytes, None] | None = None
         #: a cache store's: asked for evicted chunks that a read will want soon
         self.read_ahead: Callable[[list[bytes]], None] | None = None
         self.local_reads = 0  # chunk reads served by the store (a cache store's hits)
@@ -250,6 +252,8 @@ class ChunkStore:
 
     def used(self, cid: bytes) -> None:
         """Remember cid as recently read (a cache store evicts the least recently read)."""
+        if self.recent is None:
+            return
         self.recent[cid] = None
         self.recent.move_to_end(cid)
         if len(self.recent) > RECENT_KEPT:
