@@ -54,7 +54,7 @@ def push(snapshots: Snapshots, remote: Remote, names: list[str] | None = None,
          progress: Progress | None = None,
          placed_here: Callable[[bytes], bool] | None = None) -> TransferStats:
     """Send the named snapshots (default: all) with the objects and chunks the remote lacks
-    (with placed_here, only the chunks it accepts: group.py)."""
+    (with placed_here, only the chunks it accepts: placement.py)."""
     infos = [snapshots.get(n) for n in names] if names else snapshots.list()
     stats = TransferStats()
     with snapshots.store.read() as txn:
@@ -112,14 +112,9 @@ def stage(snapshots: Snapshots, remote: Remote, staging: Remote, names: list[str
     refs = {name: remote.get_ref(name) for name in names}
     stats = TransferStats()
     with snapshots.store.read() as txn:
-        def here(kind: bytes, oid: bytes) -> bool:
-            if staging.has(kind, oid):
-                return True
-            if kind == OBJECT:
-                return snapshots.objects.refcount(txn, oid) > 0
-            return txn.get("chunkrefs", oid) is not None
-
-        objects, chunks = _remote_lacking(remote, [root for root, _t in refs.values()], here)
+        in_store = _here_in(txn, snapshots)
+        objects, chunks = _remote_lacking(remote, [root for root, _t in refs.values()],
+                                          lambda kind, oid: staging.has(kind, oid) or in_store(kind, oid))
     places = [where[0] for cid in chunks if (where := remote.catalog().where(CHUNK, cid))]
     stats.packs = len({entry.pack for entry in places})  # those it reads chunks from
     if progress is not None:
