@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 from maiffs.namespace.records import decode_extent, encode_extent, extent_key, ino_key, key_ino
@@ -67,15 +68,20 @@ def iter_extents(txn: Txn, ino: int, start: int, end: int) -> Iterator[tuple[int
         yield off, cid, length
 
 
-def read_stored(txn: Txn, chunks: ChunkStore, ino: int, off: int, size: int) -> bytearray:
-    """The stored bytes of [off, off+size): chunk data where there are extents, zeros elsewhere."""
+def read_stored(txn: Txn, chunks: ChunkStore, ino: int, off: int, size: int,
+                open_view: Callable[..., AbstractContextManager[Txn]] | None = None) -> bytearray:
+    """The stored bytes of [off, off+size): chunk data where there are extents, zeros elsewhere.
+
+    With open_view (a small read at random), each chunk is asked only for the part wanted."""
     out = bytearray(size)
     end = off + size
     fetched_before = chunks.remote_reads
     for ext_off, cid, length in iter_extents(txn, ino, off, end):
-        data = chunks.get(txn, cid)
         lo, hi = max(off, ext_off), min(end, ext_off + length)
-        out[lo - off:hi - off] = memoryview(data)[lo - ext_off:hi - ext_off]
+        if open_view is None:
+            out[lo - off:hi - off] = memoryview(chunks.get(txn, cid))[lo - ext_off:hi - ext_off]
+        else:
+            out[lo - off:hi - off] = chunks.get_range(txn, cid, lo - ext_off, hi - ext_off, open_view)
     if chunks.read_ahead is not None and chunks.remote_reads > fetched_before:
         later = (cid for _o, cid, _n in iter_extents(txn, ino, end, 1 << 63))
         wanted = [cid for cid in itertools.islice(later, READ_AHEAD) if chunks.evicted(txn, cid)]

@@ -24,6 +24,7 @@ from maiffs.namespace.changes import (add_backlink, build_backlinks, mark_change
                                       remove_backlink)
 from maiffs.namespace.filedata import PreparedRegion, Region
 from maiffs.namespace.openfiles import FileState
+from maiffs.namespace.readahead import ReadAhead
 from maiffs.namespace.records import (ROOT_INO, Inode, cookie_key, decode_dirent, dirent_key,
                                       encode_dirent, encode_extent, extent_key, ino_key, key_ino,
                                       now_ns)
@@ -42,6 +43,8 @@ XATTR_NAMESPACES = (b"user.", b"trusted.", b"security.")
 #: readdir offsets 1 and 2 are "." and ".."; entries get cookies from here up.
 FIRST_COOKIE = 3
 RELATIME_NS = 24 * 3600 * 10**9
+#: a read this small, not continuing the previous one, asks its chunks for only the part wanted
+SMALL_READ = 64 << 10
 
 
 class GraftSource(Protocol):
@@ -71,6 +74,7 @@ class Namespace:
         self.params = params
         self.level = level
         self.chunks = ChunkStore(cache_bytes)
+        self.readahead = ReadAhead(self.chunks, store.read)
         self.files: dict[int, FileState] = {}
         self.lookups: dict[int, int] = {}
         self.orphans: set[int] = set()  # unlinked, kept while open or known to the kernel
@@ -779,7 +783,10 @@ class Namespace:
             if off >= file_size or size <= 0:
                 return b"", inode
             size = min(size, file_size - off)
-            buf = filedata.read_stored(txn, self.chunks, ino, off, size)
+            sequential = self.readahead.note_read(txn, ino, off, off + size)
+            small = not sequential and size <= SMALL_READ
+            buf = filedata.read_stored(txn, self.chunks, ino, off, size,
+                                       open_view=self.store.read if small else None)
         if state is not None:
             state.overlay(off, buf)
         return bytes(buf), inode

@@ -11,13 +11,16 @@ from __future__ import annotations
 import struct
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import blake3
 import zstandard
 
 from maiffs.errors import CorruptChunk
+from maiffs.store.blocks import BLOCK, BlockHashes
 from maiffs.store.env import Txn
 
 FORMAT_RAW = 0
@@ -28,6 +31,7 @@ REF_RECORD = struct.Struct(">QII")  # refcount, raw length, stored length
 EVICTED = 0
 RECENT_KEPT = 1 << 20  # chunk ids remembered as recently read (32 MiB of ids)
 ID_SIZE = 32
+DECODERS = 2  # threads decoding ahead of sequential readers: one per core here
 #: A compressed chunk must save at least this fraction to be kept compressed.
 MIN_SAVING = 0.03
 
@@ -72,14 +76,17 @@ def prepare_chunk(data: bytes | bytearray | memoryview, level: int) -> PreparedC
     return PreparedChunk(cid, len(data), encoded)
 
 
-def decode_chunk(cid: bytes, encoded: bytes, raw_len: int) -> bytes:
-    """Decompress and verify a stored chunk; raise CorruptChunk if it does not match its id."""
+def decode_chunk(cid: bytes, encoded: bytes | memoryview, raw_len: int) -> bytes:
+    """Decompress and verify a stored chunk; raise CorruptChunk if it does not match its id.
+
+    encoded may be a view into LMDB's map (valid while its transaction is): a raw chunk is
+    verified there and copied once."""
     if not encoded:
         raise CorruptChunk(cid, "is empty")
     fmt, payload = encoded[0], memoryview(encoded)[1:]
     try:
         if fmt == FORMAT_RAW:
-            data = bytes(payload)
+            data = payload
         elif fmt == FORMAT_ZSTD:
             data = _decompressor().decompress(payload, max_output_size=raw_len)
         else:
@@ -88,11 +95,13 @@ def decode_chunk(cid: bytes, encoded: bytes, raw_len: int) -> bytes:
         raise CorruptChunk(cid, f"does not decompress ({exc})") from exc
     if len(data) != raw_len or chunk_id(data) != cid:
         raise CorruptChunk(cid, "does not match its hash")
-    return data
+    return bytes(data) if fmt == FORMAT_RAW else data
 
 
 class ChunkCache:
-    """A bounded LRU of decompressed chunks, so sequential small reads decompress each chunk once."""
+    """A bounded LRU of decompressed chunks, so sequential small reads decompress each chunk once.
+
+    Locked: the read-ahead workers fill it while the FUSE thread reads it."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
@@ -100,29 +109,37 @@ class ChunkCache:
         self.items: OrderedDict[bytes, bytes] = OrderedDict()
         self.hits = 0
         self.misses = 0
+        self.lock = threading.Lock()
 
     def get(self, cid: bytes) -> bytes | None:
-        data = self.items.get(cid)
-        if data is None:
-            self.misses += 1
-            return None
-        self.hits += 1
-        self.items.move_to_end(cid)
-        return data
+        with self.lock:
+            data = self.items.get(cid)
+            if data is None:
+                self.misses += 1
+                return None
+            self.hits += 1
+            self.items.move_to_end(cid)
+            return data
+
+    def holds(self, cid: bytes) -> bool:
+        """Is cid cached (not counted as a hit or a miss)?"""
+        return cid in self.items
 
     def put(self, cid: bytes, data: bytes) -> None:
-        if len(data) > self.max_bytes or cid in self.items:
-            return
-        self.items[cid] = data
-        self.bytes += len(data)
-        while self.bytes > self.max_bytes:
-            _, old = self.items.popitem(last=False)
-            self.bytes -= len(old)
+        with self.lock:
+            if len(data) > self.max_bytes or cid in self.items:
+                return
+            self.items[cid] = data
+            self.bytes += len(data)
+            while self.bytes > self.max_bytes:
+                _, old = self.items.popitem(last=False)
+                self.bytes -= len(old)
 
     def drop(self, cid: bytes) -> None:
-        data = self.items.pop(cid, None)
-        if data is not None:
-            self.bytes -= len(data)
+        with self.lock:
+            data = self.items.pop(cid, None)
+            if data is not None:
+                self.bytes -= len(data)
 
 
 class ChunkStore:
@@ -142,6 +159,9 @@ class ChunkStore:
         self.read_ahead: Callable[[list[bytes]], None] | None = None
         self.local_reads = 0  # chunk reads served by the store (a cache store's hits)
         self.remote_reads = 0  # evicted chunks fetched again (its misses)
+        self.blocks = BlockHashes()
+        self.ahead: dict[bytes, Future] = {}  # chunks being decoded for a sequential reader
+        self._decoders: ThreadPoolExecutor | None = None
 
     def add(self, txn: Txn, chunk: PreparedChunk) -> None:
         """Store a chunk or, if the store has it already, take one more reference to it."""
@@ -194,6 +214,12 @@ class ChunkStore:
         data = self.cache.get(cid)
         if data is not None:
             return data
+        ahead = self.ahead.pop(cid, None)  # (a worker that failed leaves it to the path below)
+        data = ahead.result() if ahead is not None and ahead.exception() is None else None
+        if data is not None:
+            self.local_reads += 1
+            self.used(cid)
+            return data
         ref = txn.get("chunkrefs", cid)
         encoded = txn.get("chunks", cid)
         arrived = self.filled.get(cid)  # fetched ahead, not yet stored
@@ -211,6 +237,54 @@ class ChunkStore:
             except CorruptChunk as exc:
                 data = self._heal(cid, exc, known=ref is not None)
         self.used(cid)
+        self.cache.put(cid, data)
+        return data
+
+    def get_range(self, txn: Txn, cid: bytes, lo: int, hi: int,
+                  open_read: Callable[..., AbstractContextManager[Txn]]) -> bytes | memoryview:
+        """Bytes [lo, hi) of a chunk, for a small read that is not part of a sequential one:
+        a raw chunk verified whole before is read and checked block by block from LMDB's map
+        (see blocks.py), anything else decoded whole (and its block hashes kept if raw)."""
+        if cid in self.blocks and not self.cache.holds(cid):
+            with open_read(buffers=True) as view_txn:
+                encoded = view_txn.get("chunks", cid)
+                if encoded is not None and encoded[0] == FORMAT_RAW:
+                    part = self.blocks.read(cid, encoded[1:], lo, hi)
+                    if part is not None:
+                        self.local_reads += 1
+                        self.used(cid)
+                        return part
+        data = self.get(txn, cid)
+        if len(data) > 2 * BLOCK:  # (a smaller chunk costs as little to verify whole)
+            ref = txn.get("chunkrefs", cid)
+            if ref is not None and REF_RECORD.unpack(ref)[2] == len(data) + 1:  # stored raw
+                self.blocks.remember(cid, data)
+        return memoryview(data)[lo:hi]
+
+    def decode_ahead(self, open_read: Callable[..., AbstractContextManager[Txn]],
+                     cids: Iterable[bytes]) -> None:
+        """Decode, on worker threads, chunks a sequential reader will ask for next, so that its
+        reads find them in the cache: reading LMDB's pages from disk, hashing and zstd run
+        there without the GIL while the FUSE thread answers the reads before them."""
+        self.ahead = {cid: job for cid, job in self.ahead.items() if not job.done()}
+        for cid in cids:
+            if cid not in self.ahead and not self.cache.holds(cid):
+                if self._decoders is None:
+                    self._decoders = ThreadPoolExecutor(DECODERS, thread_name_prefix="maiffs-decode")
+                self.ahead[cid] = self._decoders.submit(self._decode_local, open_read, cid)
+
+    def _decode_local(self, open_read: Callable[..., AbstractContextManager[Txn]],
+                      cid: bytes) -> bytes | None:
+        """A stored chunk's verified bytes, now cached; None for anything but a good local
+        copy (the reader's own get then fetches, heals or reports it)."""
+        with open_read(buffers=True) as txn:
+            ref, encoded = txn.get("chunkrefs", cid), txn.get("chunks", cid)
+            if ref is None or encoded is None:
+                return None
+            try:
+                data = decode_chunk(cid, encoded, REF_RECORD.unpack(ref)[1])
+            except CorruptChunk:
+                return None
         self.cache.put(cid, data)
         return data
 

@@ -203,13 +203,14 @@ class Store:
 
     # -- transactions ---------------------------------------------------------------------
     @contextmanager
-    def read(self) -> Iterator[Txn]:
-        """A read-only snapshot of the committed state."""
+    def read(self, buffers: bool = False) -> Iterator[Txn]:
+        """A read-only snapshot of the committed state; with buffers, values are views into
+        the map, valid until the transaction ends (no copy)."""
         try:
-            raw = self.env.begin(write=False)
+            raw = self.env.begin(write=False, buffers=buffers)
         except lmdb.MapResizedError:
             self.env.set_mapsize(0)  # another process grew the map: adopt its size
-            raw = self.env.begin(write=False)
+            raw = self.env.begin(write=False, buffers=buffers)
         try:
             yield Txn(raw, self.dbs, write=False)
         finally:
