@@ -141,3 +141,15 @@ def failed_with(result) -> int | None:
 
 
 pytest_plugins = ["remote_spots"]  # the remote fixtures (a directory, a Ceph RGW bucket)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--long", action="store_true",
+                     help="run the long versions of the crash and stress tests (docs/reliability.md); "
+                          "CI runs the short ones")
+
+
+@pytest.fixture
+def long_run(request: pytest.FixtureRequest) -> bool:
+    """True under `pytest --long`: tests with a short and a full length run the full one."""
+    return bool(request.config.getoption("--long"))

@@ -248,40 +248,64 @@ def log_problems(m: MaiffsMount) -> list[str]:
 
 # -- the tests ---------------------------------------------------------------------------------
 #: (durable writes to wait for, then seconds to sleep) before each kill -9.
+#: (fsynced changes to wait for, then seconds more) before each kill of the short run
 KILL_TIMINGS = [(3, 0.0), (10, 0.6), (1, 2.3), (25, 0.05), (6, 1.3)]
+LONG_CYCLES = 20
 
 
-def test_kill_9_keeps_everything_fsynced(mounted, tmp_path):
+def kill_plan(long_run: bool) -> list[tuple[int, float, int]]:
+    """(changes to wait for, seconds more, writers) per cycle: the fixed short run for CI, or
+    20 random moments with two writers each under --long (seeded: a failure can be rerun)."""
+    if not long_run:
+        return [(wait_for, sleep, 1) for wait_for, sleep in KILL_TIMINGS]
+    rng = random.Random(int(os.environ.get("MAIFFS_KILL_SEED", "20261129")))
+    return [(rng.randrange(1, 30), rng.choice([0.0, rng.uniform(0, 0.2), rng.uniform(0, 3)]), 2)
+            for _ in range(LONG_CYCLES)]
+
+
+def start_writers(mnt: Path, manifest: Path, cycle: int, count: int) -> list[subprocess.Popen]:
+    return [subprocess.Popen([sys.executable, __file__, "writer", str(mnt), str(manifest),
+                              f"seed{cycle}.{w}", f"c{cycle}w{w}-"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for w in range(count)]
+
+
+def wait_for_changes(writers: list[subprocess.Popen], manifest: Path, cycle: int, wanted: int) -> None:
+    """Until the writers of cycle have made wanted changes durable between them."""
+    deadline = time.monotonic() + 120
+    while sum(1 for line in manifest.read_text().splitlines()
+              if line.startswith((f"D c{cycle}w", f"A c{cycle}w"))) < wanted:
+        for writer in writers:
+            assert writer.poll() is None, \
+                f"cycle {cycle}: a writer died before the kill:\n{writer.communicate()[1][-3000:]}"
+        assert time.monotonic() < deadline, f"cycle {cycle}: the writers make no progress"
+        time.sleep(0.02)
+
+
+def test_kill_9_keeps_everything_fsynced(mounted, tmp_path, long_run):
+    """Writers create, append, rename and fsync; the daemon is killed at a moment of each cycle;
+    after each remount (no fsck first) every fsynced change is there and the store works."""
     manifest = tmp_path / "manifest"
     manifest.touch()
     checked = 0
-    for cycle, (wait_for, sleep) in enumerate(KILL_TIMINGS):
-        prefix = f"c{cycle}-"
-        writer = subprocess.Popen([sys.executable, __file__, "writer", str(mounted.path),
-                                   str(manifest), f"seed{cycle}", prefix],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for cycle, (wait_for, sleep, count) in enumerate(kill_plan(long_run)):
+        writers = start_writers(mounted.path, manifest, cycle, count)
         try:
-            deadline = time.monotonic() + 120
-            while True:
-                done = sum(1 for line in manifest.read_text().splitlines()
-                           if line.startswith(f"D {prefix}") or line.startswith(f"A {prefix}"))
-                if done >= wait_for:
-                    break
-                assert writer.poll() is None, \
-                    f"cycle {cycle}: the writer died before the kill:\n{writer.communicate()[1][-3000:]}"
-                assert time.monotonic() < deadline, f"cycle {cycle}: the writer makes no progress"
-                time.sleep(0.02)
+            wait_for_changes(writers, manifest, cycle, wait_for)
             time.sleep(sleep)
-            assert writer.poll() is None, f"the writer died:\n{writer.communicate()[1][-3000:]}"
+            for writer in writers:
+                assert writer.poll() is None, f"a writer died:\n{writer.communicate()[1][-3000:]}"
             mounted.kill()
-            try:
-                writer.wait(timeout=30)  # it fails on the dead mount
-            except subprocess.TimeoutExpired:
-                pass
+            for writer in writers:
+                try:
+                    writer.wait(timeout=30)  # it fails on the dead mount
+                except subprocess.TimeoutExpired:
+                    pass
         finally:
-            if writer.poll() is None:
-                writer.kill()
-            writer.communicate()
+            for writer in writers:
+                if writer.poll() is None:
+                    writer.kill()
+                writer.communicate()
         mounted.mount()  # as it is: no fsck first
         checked = check_against_manifest(mounted.path, manifest)
         assert_consistent(mounted)
