@@ -69,8 +69,9 @@ from boto3.s3.transfer import S3Transfer
 
 from contrib import ceph_rgw
 from contrib.bench.data import RandomData, small_file_contents
+from contrib.bench.filetree import tree_paths
 from contrib.bench.measure import Kind, Sample, Summary, timed_cpu
-from contrib.bench.snapshots import SNAPDIR, changed_indices, run_quiet, tree_paths
+from contrib.bench.snapshots import SNAPDIR, changed_indices, run_quiet
 from contrib.bench.storage import tree_usage
 from contrib.bench.targets import MAIFFS, BenchError, MaiffsTarget
 from contrib.bench.targets import run as run_command
