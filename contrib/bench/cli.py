@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from contrib.bench import follow, remotes, report, snapshots, storage, workloads, zips
+from contrib.bench import follow, memory, remotes, report, snapshots, storage, workloads, zips
 from contrib.bench.data import LogText, RandomData
 from contrib.bench.system import drop_caches, is_mountpoint, machine_info
 from contrib.bench.targets import BenchError, MaiffsTarget, MemFsTarget, Target
@@ -29,14 +29,18 @@ from contrib.bench.workloads import MIB
 
 RESULTS = Path(__file__).with_name("results") / "latest.json"
 KIB = 1 << 10
-PARTS = ("storage", "random", "text", "small", "snapshots", "zips", "remotes", "follow")
+PARTS = ("storage", "random", "text", "small", "snapshots", "zips", "remotes", "follow", "memory")
 #: The parts that run on stores (and mounts) of their own, after the three targets are gone.
-OWN_STORES = {"snapshots", "zips", "remotes", "follow"}
+OWN_STORES = {"snapshots", "zips", "remotes", "follow", "memory"}
+#: Left out of a full run unless asked for with --only (1,000,000 files take about 15 minutes);
+#: --quick runs them too, at its tiny sizes, so that they keep working.
+ON_REQUEST = {"memory"}
 QUICK = {"seq_mib": 16, "text_mib": 16, "files": 200, "files_per_dir": 50, "reps": 1,
          "snap_files": 300, "log_sample_mib": 0,
          "zip_members": 500, "zip_large_members": 2, "zip_large_mib": 2,
          "tree": str(Path(sysconfig.get_paths()["stdlib"]) / "json"), "remote_mib": 4, "remote_files": 200,
-         "follow_mib": 4, "follow_files": 200, "follow_switches": 2, "follow_epochs": 2}
+         "follow_mib": 4, "follow_files": 200, "follow_switches": 2, "follow_epochs": 2,
+         "memory_files": 500, "memory_files_per_dir": 100}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -89,8 +93,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="snapshots timed from the writer's mkdir to the follower showing them")
     p.add_argument("--follow-epochs", type=int, default=3,
                    help="reads of the whole dataset, in random order, per follower cache size")
+    p.add_argument("--memory-files", type=int, default=1_000_000,
+                   help="files created while the memory part samples the daemon's RSS")
+    p.add_argument("--memory-files-per-dir", type=int, default=1000, help="files per directory of those")
     p.add_argument("--only", action="append", choices=PARTS,
-                   help="run only these parts (repeatable; default: all)")
+                   help=f"run only these parts (repeatable; default: all but {', '.join(sorted(ON_REQUEST))}, "
+                        "which --quick runs too)")
     p.add_argument("--maiffs-options", default="", metavar="OPT[,OPT...]",
                    help="-o options for maiffs mount, e.g. compression=1")
     p.add_argument("--workdir", default=tempfile.gettempdir(),
@@ -141,10 +149,18 @@ class Outcome:
     zipped: zips.ZipResults | None = None
     remoted: remotes.RemoteResults | None = None
     followed: follow.FollowResults | None = None
+    memory: memory.MemoryResults | None = None
+
+
+def selected_parts(args: argparse.Namespace) -> set[str]:
+    """--only's parts; else all, but those run on request only outside --quick."""
+    if args.only:
+        return set(args.only)
+    return set(PARTS) if args.quick else set(PARTS) - ON_REQUEST
 
 
 def run_all(args: argparse.Namespace, workdir: Path, say: Progress) -> Outcome:
-    parts = set(args.only or PARTS)
+    parts = selected_parts(args)
     out = Outcome()
     problems = out.results.problems
     if parts - OWN_STORES:
@@ -161,6 +177,9 @@ def run_all(args: argparse.Namespace, workdir: Path, say: Progress) -> Outcome:
     if "follow" in parts:  # likewise: a writer, its followers, a gateway of its own
         out.followed = follow.run(args, workdir, say)
         problems.extend(out.followed.problems)
+    if "memory" in parts:  # likewise: the daemon's RSS while a million files are created
+        out.memory = memory.run(args, workdir, say)
+        problems.extend(out.memory.problems)
     return out
 
 
@@ -223,10 +242,10 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     meta["seconds"] = round(time.monotonic() - say.start, 1)
     print("\n\n".join(report.tables(out.results, out.stored, out.snaps, out.zipped, out.remoted,
-                                    out.followed)))
+                                    out.followed, out.memory)))
     for problem in out.results.problems:
         print(f"PROBLEM: {problem}")
     report.write_json(args.json, report.to_json(out.results, out.stored, meta, out.snaps, out.zipped,
-                                                out.remoted, out.followed))
+                                                out.remoted, out.followed, out.memory))
     say(f"results written to {args.json}")
     return 1 if out.results.problems else 0
