@@ -108,13 +108,14 @@ def _size(n: int, logical: int) -> str:
 
 def storage_table(items: list[StorageItem]) -> str:
     header = ["data", "files", "logical", "plain dir (du)", "tar -c | zstd -3", "maiffs stored",
-              "maiffs LMDB file growth", "maiffs/tar+zstd"]
+              "maiffs LMDB file growth", "maiffs/tar+zstd", "goal"]
     rows = [[item.name, str(item.files), _bytes(item.logical_bytes),
              _size(item.plain_allocated_bytes, item.logical_bytes),
              _size(item.tar_zstd3_bytes, item.logical_bytes),
              _size(item.maiffs_stored_bytes, item.logical_bytes),
              _size(item.maiffs_store_file_growth_bytes, item.logical_bytes),
-             f"{item.maiffs_stored_bytes / item.tar_zstd3_bytes:.2f}" if item.tar_zstd3_bytes else "-"]
+             _optional(item.to_tar_zstd, ".2f"),
+             f"≤{item.goal:.2f} {'ok' if item.goal_met else 'MISS' if item.goal_met is False else ''}".strip()]
             for item in items]
     return _render(header, rows, right_from=1)
 
@@ -514,7 +515,7 @@ def to_json(results: Results, storage: list[StorageItem], meta: dict[str, Any],
     return {
         **meta,
         "workloads": workloads,
-        "storage": [{**asdict(item),
+        "storage": [{**asdict(item), "maiffs_to_tar_zstd3": item.to_tar_zstd, "goal_met": item.goal_met,
                      "tar_zstd3_ratio": item.ratio("tar_zstd3_bytes"),
                      "maiffs_stored_ratio": item.ratio("maiffs_stored_bytes"),
                      "maiffs_store_file_growth_ratio": item.ratio("maiffs_store_file_growth_bytes")}
