@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from contrib.bench import follow, memory, remotes, report, snapshots, storage, versions, workloads, zips
+from contrib.bench import (follow, memory, randread, remotes, report, snapshots, storage, versions, workloads,
+                           zips)
 from contrib.bench.data import LogText, RandomData
 from contrib.bench.system import drop_caches, is_mountpoint, machine_info
 from contrib.bench.targets import BenchError, MaiffsTarget, MemFsTarget, Target
@@ -29,14 +30,16 @@ from contrib.bench.workloads import MIB
 
 RESULTS = Path(__file__).with_name("results") / "latest.json"
 KIB = 1 << 10
-PARTS = ("storage", "random", "text", "small", "snapshots", "zips", "remotes", "follow", "memory")
+PARTS = ("storage", "random", "text", "small", "randread", "snapshots", "zips", "remotes", "follow",
+         "memory")
 #: The parts that run on stores (and mounts) of their own, after the three targets are gone.
 OWN_STORES = {"snapshots", "zips", "remotes", "follow", "memory"}
 #: Left out of a full run unless asked for with --only (1,000,000 files take about 15 minutes);
 #: --quick runs them too, at its tiny sizes, so that they keep working.
 ON_REQUEST = {"memory"}
 QUICK = {"seq_mib": 16, "text_mib": 16, "files": 200, "files_per_dir": 50, "reps": 1,
-         "snap_files": 300, "log_sample_mib": 0, "versions_mib": 2,
+         "snap_files": 300, "log_sample_mib": 0, "versions_mib": 2, "randread_mib": 16,
+         "randread_seconds": 0.5,
          "zip_members": 500, "zip_large_members": 2, "zip_large_mib": 2,
          "tree": str(Path(sysconfig.get_paths()["stdlib"]) / "json"), "remote_mib": 4, "remote_files": 200,
          "follow_mib": 4, "follow_files": 200, "follow_switches": 2, "follow_epochs": 2,
@@ -55,6 +58,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--files", type=int, default=10_000, help="number of small files")
     p.add_argument("--file-size", type=int, default=4096, help="bytes per small file")
     p.add_argument("--files-per-dir", type=int, default=100, help="small files per directory")
+    p.add_argument("--randread-mib", type=int, default=1024, help="size of the file fio reads at random")
+    p.add_argument("--randread-seconds", type=float, default=15,
+                   help="fio's runtime per randread sample (buffered and O_DIRECT each)")
+    p.add_argument("--randread-reps", type=int, default=None,
+                   help="repetitions of the fio runs (default: --reps)")
+    p.add_argument("--fio", default="fio", help="fio command (the randread part; skipped without it)")
     p.add_argument("--snap-files", type=int, default=100_000,
                    help="files in the tree that is snapshotted (--files-per-dir per directory)")
     p.add_argument("--snap-file-size", type=int, default=1024, help="bytes per file of that tree")
@@ -161,6 +170,8 @@ class Outcome:
     remoted: remotes.RemoteResults | None = None
     followed: follow.FollowResults | None = None
     memory: memory.MemoryResults | None = None
+    #: Parts that were asked for but could not run, and why.
+    skipped: dict[str, str] = field(default_factory=dict)
 
 
 def selected_parts(args: argparse.Namespace) -> set[str]:
@@ -173,6 +184,10 @@ def selected_parts(args: argparse.Namespace) -> set[str]:
 def run_all(args: argparse.Namespace, workdir: Path, say: Progress) -> Outcome:
     parts = selected_parts(args)
     out = Outcome()
+    if "randread" in parts and (why := randread.fio_missing(args.fio)):
+        say(f"randread: skipped: {why}")
+        out.skipped["randread"] = why
+        parts.discard("randread")
     problems = out.results.problems
     if parts - OWN_STORES:
         out.stored = run_targets(args, workdir, parts, out.results, say)
@@ -219,6 +234,12 @@ def run_targets(args: argparse.Namespace, workdir: Path, parts: set[str], result
             say(f"small files, {args.reps} × {args.files} per target")
             workloads.small_files(targets, args.files, args.file_size, args.files_per_dir, args.reps,
                                   results)
+        if "randread" in parts:
+            reps = args.randread_reps or args.reps
+            say(f"random reads, fio, {reps} × 2 × {args.randread_seconds:g} s per target "
+                f"in a {args.randread_mib} MiB file")
+            randread.randread(targets, args.fio, args.randread_mib * MIB, args.randread_seconds, reps, block,
+                              results)
         say("unmounting")
     return stored
 
@@ -252,10 +273,14 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     meta["seconds"] = round(time.monotonic() - say.start, 1)
-    print("\n\n".join(report.tables(out.results, out.stored, out.snaps, out.zipped, out.remoted,
-                                    out.followed, out.memory)))
+    if printed := report.tables(out.results, out.stored, out.snaps, out.zipped, out.remoted, out.followed,
+                                out.memory):
+        print("\n\n".join(printed))
+    for part, why in out.skipped.items():
+        print(f"SKIPPED {part}: {why}")
     for problem in out.results.problems:
         print(f"PROBLEM: {problem}")
+    meta["skipped"] = out.skipped
     report.write_json(args.json, report.to_json(out.results, out.stored, meta, out.snaps, out.zipped,
                                                 out.remoted, out.followed, out.memory))
     say(f"results written to {args.json}")
