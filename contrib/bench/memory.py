@@ -41,16 +41,6 @@ POINTS = (0.1, 0.5, 1.0)
 ROOT = "many"
 
 
-class MemoryMaiffs(MaiffsTarget):
-    """A maiffs mount and store of the memory part's own, beside those of the other parts."""
-
-    name = "maiffs-mem"
-
-    def __init__(self, workdir: Path, options: str = "") -> None:
-        super().__init__(workdir, options)
-        self.store = workdir / "store-mem"
-
-
 @dataclass(frozen=True)
 class RssSample:
     """The daemon's memory at one moment (bytes), and how many files existed by then."""
@@ -160,7 +150,7 @@ def run(args: argparse.Namespace, workdir: Path, say: Callable[[str], None]) -> 
         with lock:
             created += n
 
-    with MemoryMaiffs(workdir, args.maiffs_options) as maiffs:
+    with MaiffsTarget(workdir, args.maiffs_options, tag="mem") as maiffs:
         time.sleep(INTERVAL)  # let the start-up settle before the idle sample
         results.idle = sample_now(maiffs.daemon_pid(), 0)
         say(f"memory: creating {count:,} files ({per_dir:,} per directory), RSS sampled every {INTERVAL:g} s")

@@ -46,16 +46,6 @@ CHANGES = 10
 TARGET_FILES = 100_000
 
 
-class SnapshotMaiffs(MaiffsTarget):
-    """A second maiffs mount and store, beside (not inside) the ones of the other parts."""
-
-    name = "maiffs-snap"
-
-    def __init__(self, workdir: Path, options: str = "") -> None:
-        super().__init__(workdir, options)
-        self.store = workdir / "store-snap"
-
-
 @dataclass(frozen=True)
 class Case:
     """One row of the snapshot table. `target_ms` is §7's bound on the median, if it sets one."""
@@ -158,7 +148,7 @@ def run(args: argparse.Namespace, workdir: Path, say: Callable[[str], None]) -> 
     plain_dir = workdir / "plain-snap"
     plain_dir.mkdir()
     contents = small_file_contents(1_000_003, count, size)  # a variant no other part writes
-    with SnapshotMaiffs(workdir, args.maiffs_options) as maiffs:
+    with MaiffsTarget(workdir, args.maiffs_options, tag="snap") as maiffs:
         mnt, snaps = maiffs.path, maiffs.path / SNAPDIR
         root = mnt / TREE
         paths = tree_paths(root, count, per_dir)
