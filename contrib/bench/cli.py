@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from contrib.bench import (follow, memory, randread, remotes, report, snapshots, storage, versions, workloads,
-                           zips)
+from contrib.bench import (follow, memory, randread, remotes, report, snapshots, storage, tree, versions,
+                           workloads, zips)
 from contrib.bench.data import LogText, RandomData
 from contrib.bench.system import drop_caches, is_mountpoint, machine_info
 from contrib.bench.targets import BenchError, MaiffsTarget, MemFsTarget, Target
@@ -30,7 +30,7 @@ from contrib.bench.workloads import MIB
 
 RESULTS = Path(__file__).with_name("results") / "latest.json"
 KIB = 1 << 10
-PARTS = ("storage", "random", "text", "small", "randread", "snapshots", "zips", "remotes", "follow",
+PARTS = ("storage", "random", "text", "small", "tree", "randread", "snapshots", "zips", "remotes", "follow",
          "memory")
 #: The parts that run on stores (and mounts) of their own, after the three targets are gone.
 OWN_STORES = {"snapshots", "zips", "remotes", "follow", "memory"}
@@ -39,7 +39,7 @@ OWN_STORES = {"snapshots", "zips", "remotes", "follow", "memory"}
 ON_REQUEST = {"memory"}
 QUICK = {"seq_mib": 16, "text_mib": 16, "files": 200, "files_per_dir": 50, "reps": 1,
          "snap_files": 300, "log_sample_mib": 0, "versions_mib": 2, "randread_mib": 16,
-         "randread_seconds": 0.5,
+         "randread_seconds": 0.25, "tree_files": 300,
          "zip_members": 500, "zip_large_members": 2, "zip_large_mib": 2,
          "tree": str(Path(sysconfig.get_paths()["stdlib"]) / "json"), "remote_mib": 4, "remote_files": 200,
          "follow_mib": 4, "follow_files": 200, "follow_switches": 2, "follow_epochs": 2,
@@ -58,6 +58,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--files", type=int, default=10_000, help="number of small files")
     p.add_argument("--file-size", type=int, default=4096, help="bytes per small file")
     p.add_argument("--files-per-dir", type=int, default=100, help="small files per directory")
+    p.add_argument("--tree-files", type=int, default=100_000,
+                   help="files of the tree find and ls -lR list (--files-per-dir per directory)")
     p.add_argument("--randread-mib", type=int, default=1024, help="size of the file fio reads at random")
     p.add_argument("--randread-seconds", type=float, default=15,
                    help="fio's runtime per randread sample (buffered and O_DIRECT each)")
@@ -234,6 +236,9 @@ def run_targets(args: argparse.Namespace, workdir: Path, parts: set[str], result
             say(f"small files, {args.reps} × {args.files} per target")
             workloads.small_files(targets, args.files, args.file_size, args.files_per_dir, args.reps,
                                   results)
+        if "tree" in parts:
+            say(f"find and ls -lR, {args.reps} × cold and warm over {args.tree_files} files per target")
+            tree.tree(targets, args.tree_files, args.files_per_dir, args.reps, results, say)
         if "randread" in parts:
             reps = args.randread_reps or args.reps
             say(f"random reads, fio, {reps} × 2 × {args.randread_seconds:g} s per target "
@@ -273,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     meta["seconds"] = round(time.monotonic() - say.start, 1)
+    meta["skipped"] = out.skipped
     if printed := report.tables(out.results, out.stored, out.snaps, out.zipped, out.remoted, out.followed,
                                 out.memory):
         print("\n\n".join(printed))
@@ -280,7 +286,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"SKIPPED {part}: {why}")
     for problem in out.results.problems:
         print(f"PROBLEM: {problem}")
-    meta["skipped"] = out.skipped
     report.write_json(args.json, report.to_json(out.results, out.stored, meta, out.snaps, out.zipped,
                                                 out.remoted, out.followed, out.memory))
     say(f"results written to {args.json}")
