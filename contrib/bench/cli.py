@@ -39,7 +39,7 @@ OWN_STORES = {"snapshots", "zips", "remotes", "follow", "memory"}
 ON_REQUEST = {"memory"}
 QUICK = {"seq_mib": 16, "text_mib": 16, "files": 200, "files_per_dir": 50, "reps": 1,
          "snap_files": 300, "log_sample_mib": 0, "versions_mib": 2, "randread_mib": 16,
-         "randread_seconds": 0.25, "tree_files": 300,
+         "randread_seconds": 0.1, "tree_files": 300, "versions": 3,
          "zip_members": 500, "zip_large_members": 2, "zip_large_mib": 2,
          "tree": str(Path(sysconfig.get_paths()["stdlib"]) / "json"), "remote_mib": 4, "remote_files": 200,
          "follow_mib": 4, "follow_files": 200, "follow_switches": 2, "follow_epochs": 2,
