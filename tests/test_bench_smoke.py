@@ -2,8 +2,10 @@
 the snapshot part (a small tree on maiffs, against cp -a), the zip part (maiffs's X.zip#
 next to ratarmount and fuse-zip, which may be missing: their cells are then n/a with a reason)
 the remotes part (push and clone to a directory and to a Ceph RADOS Gateway, next to rclone,
-cp -a and boto3; without rclone or Ceph those cells are n/a with a reason) and the follow part
-(follower mounts of a writer replicating to each of those, about 30 s of the run).
+cp -a and boto3; without rclone or Ceph those cells are n/a with a reason), the follow part
+(follower mounts of a writer replicating to each of those, about 30 s of the run), the tree
+part (find and ls -lR), the randread part (fio; skipped with the reason without it) and the
+memory part (the daemon's RSS while files are created).
 
 Only that it works end to end is checked (a table, positive numbers, nothing left mounted), never
 how fast anything is: timings on a shared CI machine are not something a test can assert.
@@ -33,7 +35,9 @@ def test_quick_bench_reports_all_targets(tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     assert report["problems"] == []
     keys = {w["key"] for w in report["workloads"]}
-    assert {"write-random", "read-random-cold", "write-text", "small-create", "find", "ls-lR"} <= keys
+    assert {"write-random", "read-random-cold", "write-text", "small-create", "tree-find-cold",
+            "tree-find-warm", "tree-ls-lR-cold", "tree-ls-lR-warm"} <= keys
+    assert ({"randread", "randread-direct"} <= keys) != ("randread" in report["skipped"])  # fio or why not
     for workload in report["workloads"]:
         for target in TARGETS:
             result = workload["results"][target]
@@ -42,6 +46,8 @@ def test_quick_bench_reports_all_targets(tmp_path: Path) -> None:
     assert report["storage"], "no bytes-stored comparison"
     for item in report["storage"]:
         assert item["logical_bytes"] > 0 and item["tar_zstd3_bytes"] > 0 and item["maiffs_stored_bytes"] > 0
+        assert item["goal_met"] is not None
+    assert any("versions" in item["name"] for item in report["storage"])
 
     snapshots = report["snapshots"]
     assert snapshots is not None and snapshots["files"] > 0
@@ -54,7 +60,7 @@ def test_quick_bench_reports_all_targets(tmp_path: Path) -> None:
         assert cases[key]["to_cp_from_maiffs"] > 0 and cases[key]["to_cp_plain"] > 0, key
     assert cases["snap-0"]["target_met"] is not None and cases["snap-10"]["target_met"] is not None
     assert "snapshot after 0 changes" in done.stdout and "÷ cp -a" in done.stdout
-    assert sum("§7 target" in line for line in done.stdout.splitlines()) == 2
+    assert sum(line.startswith("§7 target, 100,000-file tree") for line in done.stdout.splitlines()) == 2
 
     zips = report["zips"]
     assert zips is not None and [a["key"] for a in zips["archives"]] == ["small", "large"]
@@ -100,8 +106,25 @@ def test_quick_bench_reports_all_targets(tmp_path: Path) -> None:
     assert "hit rate" in rows[("dir", "epoch-0.6-1")]["note"]
     assert "follower mounts: directory remote (local disk)" in done.stdout
 
+    memory = report["memory"]
+    assert memory is not None and memory["samples"] and memory["idle"]["rss_anon"] > 0
+    assert memory["peak_rss_anon"] > 0 and memory["after_remount"] is not None
+    assert memory["target_met"] is not None and "maiffs daemon memory" in done.stdout
+
     leftovers = [p for p in tmp_path.iterdir() if p.name.startswith("maiffs-bench-")]
     assert leftovers == [], "the harness left its work directory (and maybe a mount) behind"
+
+
+def test_quick_randread_without_fio(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without fio the randread part is skipped with the reason, printed and in the JSON."""
+    from contrib.bench import cli
+
+    monkeypatch.setattr(signal, "signal", lambda signum, handler: None)  # main's SIGTERM handler
+    out = tmp_path / "latest.json"
+    assert cli.main(["--quick", "--only", "randread", "--fio", "no-such-fio", "--json", str(out),
+                     "--workdir", str(tmp_path)]) == 0
+    report = json.loads(out.read_text())
+    assert "not found" in report["skipped"]["randread"] and report["workloads"] == []
 
 
 def test_quick_remotes_without_ceph_or_rclone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

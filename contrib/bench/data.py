@@ -63,6 +63,8 @@ _ADDRESS = [f"{i >> 8}.{i & 255}.{(i * 7) & 255}" for i in range(1 << 16)]
 _CLOCK = [f"{h:02d}:{m:02d}:{s:02d}" for h in range(24) for m in range(60) for s in range(60)]
 _DATE = "2000-01-01T"  # placeholder, replaced per tile so that no two tiles share a line
 _LINE = (_DATE + "%s.%sZ %s[%s] req=%s%s %s/%s status=%s bytes=%s dur=%sms client=10.%s\n")
+#: The same fields as a CSV record (the versioned dataset's files).
+CSV_LINE = _DATE + "%s.%s,%s,%s,%s%s,%s/%s,%s,%s,%s,10.%s\n"
 _LINES_PER_SECOND = 120
 
 
@@ -71,21 +73,22 @@ def _column(rnd: random.Random, pool: list[str], n: int) -> list[str]:
     return list(map(pool.__getitem__, memoryview(rnd.randbytes(n * width)).cast(code).tolist()))
 
 
-def _log_block(rnd: random.Random, n: int, first_second: int) -> bytes:
+def _log_block(rnd: random.Random, n: int, first_second: int, line: str) -> bytes:
     clock = [_CLOCK[(first_second + i // _LINES_PER_SECOND) % len(_CLOCK)] for i in range(n)]
     columns = (clock, _column(rnd, _MICROS, n), _column(rnd, _LEVEL_SERVICE, n), _column(rnd, _NUMBER, n),
                _column(rnd, _HEX, n), _column(rnd, _HEX, n), _column(rnd, _REQUEST, n),
                _column(rnd, _NUMBER, n), _column(rnd, _STATUS, n), _column(rnd, _NUMBER, n),
                _column(rnd, _MILLIS, n), _column(rnd, _ADDRESS, n))
-    return "".join(map(_LINE.__mod__, zip(*columns))).encode()
+    return "".join(map(line.__mod__, zip(*columns))).encode()
 
 
-def generate_log_tile(size: int, seed: int) -> bytes:
-    """`size` bytes of web-service log lines (zstd -3 compresses them about 3.5:1)."""
+def generate_log_tile(size: int, seed: int, line: str = _LINE) -> bytes:
+    """`size` bytes of web-service log lines (zstd -3 compresses them about 3.5:1), or of the
+    same records in another `line` format such as CSV_LINE."""
     rnd = random.Random(seed)
     blocks, total, second, per_block = [], 0, 0, 20_000
     while total < size:
-        block = _log_block(rnd, per_block, second)
+        block = _log_block(rnd, per_block, second, line)
         second += per_block // _LINES_PER_SECOND
         blocks.append(block)
         total += len(block)

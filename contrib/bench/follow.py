@@ -55,9 +55,10 @@ import blake3
 
 from contrib import ceph_rgw
 from contrib.bench.data import RandomData, small_file_contents
+from contrib.bench.filetree import tree_paths
 from contrib.bench.measure import Kind, Sample, Summary, timed, timed_cpu
 from contrib.bench.remotes import S3, FAILURES, DirPlace, Place, ceph_version, one_line, open_gateway
-from contrib.bench.snapshots import SNAPDIR, tree_paths
+from contrib.bench.snapshots import SNAPDIR
 from contrib.bench.system import cpu_seconds, drop_caches, is_mountpoint
 from contrib.bench.targets import MAIFFS, BenchError, MaiffsTarget
 from contrib.bench.targets import run as run_command

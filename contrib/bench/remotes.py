@@ -69,8 +69,9 @@ from boto3.s3.transfer import S3Transfer
 
 from contrib import ceph_rgw
 from contrib.bench.data import RandomData, small_file_contents
+from contrib.bench.filetree import tree_paths
 from contrib.bench.measure import Kind, Sample, Summary, timed_cpu
-from contrib.bench.snapshots import SNAPDIR, changed_indices, run_quiet, tree_paths
+from contrib.bench.snapshots import SNAPDIR, changed_indices, run_quiet
 from contrib.bench.storage import tree_usage
 from contrib.bench.targets import MAIFFS, BenchError, MaiffsTarget
 from contrib.bench.targets import run as run_command
@@ -214,23 +215,13 @@ def tree_digest(root: Path) -> dict[str, tuple[int, int]]:
 
 
 # -- the maiffs store --------------------------------------------------------------------------
-class RemoteMaiffs(MaiffsTarget):
-    """This part's own store and mount, beside (not inside) the other parts' ones."""
-
-    name = "maiffs-remote"
-
-    def __init__(self, workdir: Path, options: str = "") -> None:
-        super().__init__(workdir, options)
-        self.store = workdir / "store-remote"
-
-
 def snapshot_roots(store: Path) -> dict[str, str]:
     """Snapshot name -> root id, from `maiffs snapshot list --json`."""
     listed = run_command([*MAIFFS, "snapshot", "list", "--json", str(store)], "maiffs snapshot list").stdout
     return {info["name"]: info["root"] for info in json.loads(listed)}
 
 
-def fill_store(target: RemoteMaiffs, datasets: list[Dataset], problems: list[str]) -> None:
+def fill_store(target: MaiffsTarget, datasets: list[Dataset], problems: list[str]) -> None:
     """Each dataset in turn: cp -a into the mount, snapshot KEY-0, the change, snapshot KEY-1,
     the tree removed (so the next dataset's snapshots hold only that one)."""
     with target:
@@ -696,7 +687,7 @@ def run(args: argparse.Namespace, workdir: Path, say: Callable[[str], None]) -> 
                         make_small(data_root, args.remote_files, args.file_size, args.files_per_dir)]
     say("remotes: filling a maiffs store of its own (cp -a into the mount, snapshots before and after the change)")
     start = time.monotonic()
-    target = RemoteMaiffs(workdir, args.maiffs_options)
+    target = MaiffsTarget(workdir, args.maiffs_options, tag="remote")
     fill_store(target, results.datasets, results.problems)
     results.setup.append(f"maiffs store filled in {time.monotonic() - start:.1f} s (cp -a into the "
                          f"mount, {2 * len(results.datasets)} snapshots, unmounted)")

@@ -14,6 +14,7 @@ from typing import Any
 
 from contrib.bench.follow import FollowResults
 from contrib.bench.measure import Summary
+from contrib.bench.memory import POINTS, MemoryResults, RssSample
 from contrib.bench.remotes import DESTINATIONS, PUSH, REPUSH, STEPS, Destination, RemoteResults, Step
 from contrib.bench.snapshots import CP_MAIFFS, CP_PLAIN, ORDER, TARGET_FILES, Case, SnapshotResults
 from contrib.bench.storage import StorageItem
@@ -107,13 +108,14 @@ def _size(n: int, logical: int) -> str:
 
 def storage_table(items: list[StorageItem]) -> str:
     header = ["data", "files", "logical", "plain dir (du)", "tar -c | zstd -3", "maiffs stored",
-              "maiffs LMDB file growth", "maiffs/tar+zstd"]
+              "maiffs LMDB file growth", "maiffs/tar+zstd", "goal"]
     rows = [[item.name, str(item.files), _bytes(item.logical_bytes),
              _size(item.plain_allocated_bytes, item.logical_bytes),
              _size(item.tar_zstd3_bytes, item.logical_bytes),
              _size(item.maiffs_stored_bytes, item.logical_bytes),
              _size(item.maiffs_store_file_growth_bytes, item.logical_bytes),
-             f"{item.maiffs_stored_bytes / item.tar_zstd3_bytes:.2f}" if item.tar_zstd3_bytes else "-"]
+             _optional(item.to_tar_zstd, ".2f"),
+             f"≤{item.goal:.2f} {'ok' if item.goal_met else 'MISS' if item.goal_met is False else ''}".strip()]
             for item in items]
     return _render(header, rows, right_from=1)
 
@@ -430,8 +432,54 @@ def follow_json(follow: FollowResults) -> dict[str, Any]:
     return {"data": follow.data, "setup": follow.setup, "rows": rows}
 
 
+def _rss_row(label: str, sample: RssSample | None) -> list[str]:
+    if sample is None:
+        return [label, "-", "-", "n/a", "n/a", "n/a"]
+    return [label, f"{sample.files:,}", f"{sample.seconds:,.0f}", _bytes(sample.vm_rss),
+            _bytes(sample.rss_anon), _bytes(sample.rss_file)]
+
+
+def memory_table(mem: MemoryResults) -> str:
+    """The daemon's RSS at its idle start, at 10/50/100% of the files, its peak and after a
+    remount; then the rate, the configured caches and the bound on RssAnon, ok or MISS."""
+    header = [f"maiffs daemon memory, {mem.files:,} files of {mem.payload_bytes} B ({mem.files_per_dir:,}/dir)",
+              "files", "s", "VmRSS", "RssAnon", "RssFile"]
+    rows = [_rss_row("right after mount (idle)", mem.idle)]
+    rows += [_rss_row(f"at {p:.0%} of the files", mem.at(p)) for p in POINTS]
+    rows.append(["peak over the samples", "", "", _bytes(mem.peak("vm_rss")), _bytes(mem.peak("rss_anon")),
+                 _bytes(mem.peak("rss_file"))])
+    rows.append(_rss_row("after unmount, mount, ls of a directory", mem.after_remount))
+    lines = [_render(header, rows, right_from=1)]
+    rate = mem.files / mem.create_seconds if mem.create_seconds else 0.0
+    lines.append(f"created in {mem.create_seconds:,.1f} s ({rate:,.0f} files/s, 2 threads); "
+                 f"{len(mem.samples)} samples, one every second")
+    curve = mem.samples[:: -(-len(mem.samples) // 10)]
+    curve += [s for s in mem.samples[-1:] if s not in curve]
+    lines.append("RssAnon curve (files: MiB): " + ", ".join(
+        f"{s.files:,}: {s.rss_anon / MIB:.0f}" for s in curve))
+    lines.append("configured caches: " + ", ".join(f"{k} {_bytes(v)}" for k, v in mem.caches.items()))
+    if (bound := mem.anon_bound()) is not None:
+        met = mem.peak("rss_anon") <= bound
+        lines.append(f"§7 target: peak RssAnon {_bytes(mem.peak('rss_anon'))} ≤ idle RssAnon "
+                     f"{_bytes(mem.idle.rss_anon if mem.idle else 0)} + caches = {_bytes(bound)}: "
+                     f"{'ok' if met else 'MISS'}")
+    lines.append(f"unmount {mem.unmount_seconds:.1f} s, mount again {mem.mount_seconds:.1f} s")
+    return "\n".join(lines)
+
+
+def memory_json(mem: MemoryResults) -> dict[str, Any]:
+    bound = mem.anon_bound()
+    return {**asdict(mem), "peak_vm_rss": mem.peak("vm_rss"), "peak_rss_anon": mem.peak("rss_anon"),
+            "peak_rss_file": mem.peak("rss_file"),
+            "at": {f"{p:g}": asdict(s) if (s := mem.at(p)) else None for p in POINTS},
+            "files_per_second": mem.files / mem.create_seconds if mem.create_seconds else None,
+            "rss_anon_bound": bound,
+            "target_met": mem.peak("rss_anon") <= bound if bound is not None else None}
+
+
 def tables(results: Results, storage: list[StorageItem], snapshots: SnapshotResults | None,
-           zips: ZipResults | None, remotes: RemoteResults | None, follow: FollowResults | None) -> list[str]:
+           zips: ZipResults | None, remotes: RemoteResults | None, follow: FollowResults | None,
+           memory: MemoryResults | None = None) -> list[str]:
     """The printed tables of the parts that ran, in the order they ran."""
     out = [timing_table(results)] if results.workloads else []
     if storage:
@@ -444,12 +492,15 @@ def tables(results: Results, storage: list[StorageItem], snapshots: SnapshotResu
         out.append(remote_tables(remotes))
     if follow:
         out.append(follow_table(follow))
+    if memory:
+        out.append(memory_table(memory))
     return out
 
 
 def to_json(results: Results, storage: list[StorageItem], meta: dict[str, Any],
             snapshots: SnapshotResults | None = None, zips: ZipResults | None = None,
-            remotes: RemoteResults | None = None, follow: FollowResults | None = None) -> dict[str, Any]:
+            remotes: RemoteResults | None = None, follow: FollowResults | None = None,
+            memory: MemoryResults | None = None) -> dict[str, Any]:
     workloads = []
     for key, workload in results.workloads.items():
         summaries = {t: results.summary(key, t) for t in TARGETS}
@@ -464,7 +515,7 @@ def to_json(results: Results, storage: list[StorageItem], meta: dict[str, Any],
     return {
         **meta,
         "workloads": workloads,
-        "storage": [{**asdict(item),
+        "storage": [{**asdict(item), "maiffs_to_tar_zstd3": item.to_tar_zstd, "goal_met": item.goal_met,
                      "tar_zstd3_ratio": item.ratio("tar_zstd3_bytes"),
                      "maiffs_stored_ratio": item.ratio("maiffs_stored_bytes"),
                      "maiffs_store_file_growth_ratio": item.ratio("maiffs_store_file_growth_bytes")}
@@ -473,6 +524,7 @@ def to_json(results: Results, storage: list[StorageItem], meta: dict[str, Any],
         "zips": zips_json(zips) if zips else None,
         "remotes": remotes_json(remotes) if remotes else None,
         "follow": follow_json(follow) if follow else None,
+        "memory": memory_json(memory) if memory else None,
         "problems": results.problems,
     }
 

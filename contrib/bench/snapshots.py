@@ -29,11 +29,11 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from contrib.bench.data import small_file_contents
+from contrib.bench.filetree import build_tree, tree_paths
 from contrib.bench.measure import Sample, Summary, timed
 from contrib.bench.targets import MAIFFS, BenchError, MaiffsTarget, Target
 
@@ -42,20 +42,8 @@ TREE = "snap-tree"
 SNAPDIR = ".snapshots"
 #: How many files are rewritten before the "after 10 changes" snapshot.
 CHANGES = 10
-#: Threads creating the tree: two keep the FUSE queue busier than one (≈1.2× on 2 cores).
-BUILD_WORKERS = 2
 #: design.md §7 / issue 3 speak of a tree of this many files.
 TARGET_FILES = 100_000
-
-
-class SnapshotMaiffs(MaiffsTarget):
-    """A second maiffs mount and store, beside (not inside) the ones of the other parts."""
-
-    name = "maiffs-snap"
-
-    def __init__(self, workdir: Path, options: str = "") -> None:
-        super().__init__(workdir, options)
-        self.store = workdir / "store-snap"
 
 
 @dataclass(frozen=True)
@@ -106,36 +94,6 @@ ORDER = (BUILD, CP_MAIFFS, CP_PLAIN, FIRST, ZERO, TEN, DELETE, CLI, CLI_STARTUP,
 
 
 # -- the tree ----------------------------------------------------------------------------------
-def tree_paths(root: Path, count: int, per_dir: int) -> list[Path]:
-    return [root / f"d{i // per_dir:04d}" / f"f{i:06d}" for i in range(count)]
-
-
-def build_tree(paths: Sequence[Path], contents: Sequence[bytes], workers: int) -> float:
-    """mkdir the root, then create+write+close every file, one directory per task; return the
-    number of files."""
-    by_dir: dict[Path, list[int]] = {}
-    for i, path in enumerate(paths):
-        by_dir.setdefault(path.parent, []).append(i)
-    paths[0].parent.parent.mkdir()
-
-    def fill(parent: Path) -> None:
-        os.mkdir(parent)
-        for i in by_dir[parent]:
-            fd = os.open(paths[i], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            try:
-                os.write(fd, contents[i])
-            finally:
-                os.close(fd)
-
-    pool = ThreadPoolExecutor(workers)
-    try:
-        for _done in pool.map(fill, by_dir):  # re-raises the first error
-            pass
-    finally:  # on an error or SIGTERM, only the directories being filled are finished
-        pool.shutdown(cancel_futures=True)
-    return len(paths)
-
-
 def rewrite(paths: Sequence[Path], contents: Sequence[bytes]) -> None:
     for path, content in zip(paths, contents):
         fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
@@ -190,12 +148,12 @@ def run(args: argparse.Namespace, workdir: Path, say: Callable[[str], None]) -> 
     plain_dir = workdir / "plain-snap"
     plain_dir.mkdir()
     contents = small_file_contents(1_000_003, count, size)  # a variant no other part writes
-    with SnapshotMaiffs(workdir, args.maiffs_options) as maiffs:
+    with MaiffsTarget(workdir, args.maiffs_options, tag="snap") as maiffs:
         mnt, snaps = maiffs.path, maiffs.path / SNAPDIR
         root = mnt / TREE
         paths = tree_paths(root, count, per_dir)
         say(f"snapshots: building a tree of {count} × {size} B files in maiffs")
-        results.add(BUILD, timed(maiffs, _op(lambda: build_tree(paths, contents, BUILD_WORKERS), count)))
+        results.add(BUILD, timed(maiffs, _op(lambda: build_tree(root, count, per_dir, contents.__getitem__), count)))
         time.sleep(2.5)  # let the group commit (2 s) make the tree durable before the first snapshot
         say("snapshots: first snapshot")
         results.add(FIRST, timed(maiffs, _op(lambda: os.mkdir(snaps / "base"), count)))

@@ -34,6 +34,16 @@ class StorageItem:
     maiffs_stored_bytes: int
     maiffs_store_file_growth_bytes: int
     maiffs_copy_seconds: float
+    #: Issue 7's upper bound on maiffs_stored_bytes / tar_zstd3_bytes for this item.
+    goal: float
+
+    @property
+    def to_tar_zstd(self) -> float | None:
+        return self.maiffs_stored_bytes / self.tar_zstd3_bytes if self.tar_zstd3_bytes else None
+
+    @property
+    def goal_met(self) -> bool | None:
+        return None if self.to_tar_zstd is None else self.to_tar_zstd <= self.goal
 
     def ratio(self, field_name: str) -> float:
         return getattr(self, field_name) / self.logical_bytes if self.logical_bytes else 0.0
@@ -79,8 +89,10 @@ def tree_usage(root: Path) -> tuple[int, int, int]:
     return files, logical, allocated
 
 
-def measure(name: str, fill: Callable[[Path], None], plain: Target, maiffs: MaiffsTarget) -> StorageItem:
-    """Materialize an item with fill() in the plain dir, then measure it three ways."""
+def measure(name: str, fill: Callable[[Path], None], goal: float, plain: Target,
+            maiffs: MaiffsTarget) -> StorageItem:
+    """Materialize an item with fill() in the plain dir, then measure it three ways; `goal`
+    bounds maiffs's stored bytes over tar | zstd -3's."""
     source = plain.path / f"storage-{name}"
     source.mkdir()
     fill(source)
@@ -100,4 +112,4 @@ def measure(name: str, fill: Callable[[Path], None], plain: Target, maiffs: Maif
                        tar_zstd3_bytes=tar_zstd, maiffs_logical_bytes=grew("logical_bytes"),
                        maiffs_unique_bytes=grew("unique_bytes"), maiffs_stored_bytes=grew("stored_bytes"),
                        maiffs_store_file_growth_bytes=grew("store_file_bytes"),
-                       maiffs_copy_seconds=seconds)
+                       maiffs_copy_seconds=seconds, goal=goal)

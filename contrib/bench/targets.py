@@ -118,16 +118,19 @@ class MemFsTarget(Target):
 
 
 class MaiffsTarget(Target):
-    """A fresh maiffs store in WORKDIR/store, mounted on WORKDIR/maiffs with the CLI."""
+    """A fresh maiffs store in WORKDIR/store, mounted on WORKDIR/maiffs with the CLI; with a
+    tag, WORKDIR/store-TAG on WORKDIR/maiffs-TAG (a part's own, beside the others')."""
 
     name = "maiffs"
     #: The environment of `maiffs mount`, so of its daemon (None: this process's): a mount that
     #: talks to an S3 remote needs the credentials there.
     env: dict[str, str] | None = None
 
-    def __init__(self, workdir: Path, options: str = "") -> None:
+    def __init__(self, workdir: Path, options: str = "", tag: str = "") -> None:
+        if tag:
+            self.name = f"maiffs-{tag}"
         super().__init__(workdir)
-        self.store = workdir / "store"
+        self.store = workdir / (f"store-{tag}" if tag else "store")
         self.options = options
         self.mounted = False
 

@@ -250,16 +250,6 @@ def read_all(root: Path, archive: Archive) -> float:
 
 
 # -- the three subjects ------------------------------------------------------------------------
-class ZipMaiffs(MaiffsTarget):
-    """This part's own maiffs store and mount, beside (not inside) the other parts' ones."""
-
-    name = "maiffs-zip"
-
-    def __init__(self, workdir: Path, options: str = "") -> None:
-        super().__init__(workdir, options)
-        self.store = workdir / "store-zip"
-
-
 class Subject:
     """One way of browsing the archives. `root` is called inside the timed section: it mounts
     whatever needs mounting and returns the directory that shows the archive's members."""
@@ -280,7 +270,7 @@ class Subject:
 class MaiffsSubject(Subject):
     name = "maiffs"
 
-    def __init__(self, target: ZipMaiffs) -> None:
+    def __init__(self, target: MaiffsTarget) -> None:
         self.target = target
 
     def cold(self) -> None:
@@ -482,7 +472,7 @@ def run(args: argparse.Namespace, workdir: Path, say: Callable[[str], None]) -> 
     results.archives = archives
 
     with ExitStack() as stack:
-        maiffs = stack.enter_context(ZipMaiffs(workdir, args.maiffs_options))
+        maiffs = stack.enter_context(MaiffsTarget(workdir, args.maiffs_options, tag="zip"))
         subjects: list[Subject] = [MaiffsSubject(maiffs)]
         results.tools["maiffs"] = (f"X.zip# of this checkout, mount options: "
                                    f"{args.maiffs_options or 'the defaults'}")
