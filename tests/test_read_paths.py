@@ -122,3 +122,25 @@ def test_sequential_read_decoded_ahead_is_exact_and_stops_at_damage(mounted: Mai
     assert caught.value.errno == errno.EIO
     assert len(got) <= damaged_at and bytes(got) == data[:len(got)]
     assert len(got) >= 8 * MiB  # the chunks before the damaged one were read
+
+
+@pytest.mark.parametrize("buffers", [False, True])
+def test_iter_extents_finds_exactly_the_overlapping_extents(tmp_path: Path, buffers: bool):
+    """iter_extents against brute force, at the edges of the table (the first and last
+    records, holes, neighbouring inodes) and with memoryview keys (a buffers txn)."""
+    from maiffs.namespace.filedata import iter_extents
+    from maiffs.namespace.records import encode_extent, extent_key
+    from maiffs.store.env import Store
+
+    store = Store.create(str(tmp_path / "store"))
+    layout = {1: [(2, 8), (10, 5), (30, 10)], 2: [(5, 5)], 3: [(0, 4), (100, 1)]}
+    store.write(lambda txn: [txn.put("extents", extent_key(ino, off), encode_extent(bytes([ino, off]) * 16, n))
+                             for ino, extents in layout.items() for off, n in extents])
+    with store.read(buffers=buffers) as txn:
+        for ino, extents in layout.items():
+            for start in range(0, 110, 3):
+                for end in (start + 1, start + 7, start + 40):
+                    want = [(off, bytes([ino, off]) * 16, n) for off, n in extents
+                            if off < end and off + n > start]
+                    assert list(iter_extents(txn, ino, start, end)) == want, (ino, start, end)
+        assert list(iter_extents(txn, 4, 0, 1 << 40)) == []

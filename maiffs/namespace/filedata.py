@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 from maiffs.namespace.records import decode_extent, encode_extent, extent_key, ino_key, key_ino
@@ -49,39 +48,42 @@ READ_AHEAD = 8  # chunks after a read that went to a remote, fetched before they
 
 def iter_extents(txn: Txn, ino: int, start: int, end: int) -> Iterator[tuple[int, bytes, int]]:
     """Yield (offset, chunk id, length) of the extents overlapping [start, end), in order."""
-    prefix = ino_key(ino)
+    prefix = ino_key(ino)  # (keys are compared by slices: a buffers txn gives memoryviews)
     first = extent_key(ino, start)
     cur = txn.cursor("extents")
     found = cur.set_range(first)
-    if (cur.prev() if found else cur.last()) and cur.key().startswith(prefix):
-        off = key_ino(cur.key(), 8)
-        cid, length = decode_extent(cur.value())
-        if off < start < off + length:  # an extent starting earlier reaches into the range
-            yield off, cid, length
-    if not cur.set_range(first):
-        return
+    if not found or cur.key() != first:  # an extent starting earlier may reach into the range
+        stepped_back = cur.prev() if found else cur.last()
+        if stepped_back and cur.key()[:8] == prefix:
+            off = key_ino(cur.key(), 8)
+            cid, length = decode_extent(cur.value())
+            if off < start < off + length:
+                yield off, cid, length
+        if not found or not (cur.next() if stepped_back else cur.set_range(first)):
+            return
     for key, value in cur:
         off = key_ino(key, 8)
-        if not key.startswith(prefix) or off >= end:
+        if key[:8] != prefix or off >= end:
             return
         cid, length = decode_extent(value)
         yield off, cid, length
 
 
 def read_stored(txn: Txn, chunks: ChunkStore, ino: int, off: int, size: int,
-                open_view: Callable[..., AbstractContextManager[Txn]] | None = None) -> bytearray:
+                piecewise: bool = False) -> bytearray:
     """The stored bytes of [off, off+size): chunk data where there are extents, zeros elsewhere.
 
-    With open_view (a small read at random), each chunk is asked only for the part wanted."""
+    piecewise (a small read at random, best in a buffers txn): each chunk is asked only for
+    the part wanted."""
     out = bytearray(size)
     end = off + size
     fetched_before = chunks.remote_reads
     for ext_off, cid, length in iter_extents(txn, ino, off, end):
         lo, hi = max(off, ext_off), min(end, ext_off + length)
-        if open_view is None:
-            out[lo - off:hi - off] = memoryview(chunks.get(txn, cid))[lo - ext_off:hi - ext_off]
+        if piecewise:
+            out[lo - off:hi - off] = chunks.get_range(txn, cid, lo - ext_off, hi - ext_off)
         else:
-            out[lo - off:hi - off] = chunks.get_range(txn, cid, lo - ext_off, hi - ext_off, open_view)
+            out[lo - off:hi - off] = memoryview(chunks.get(txn, cid))[lo - ext_off:hi - ext_off]
     if chunks.read_ahead is not None and chunks.remote_reads > fetched_before:
         later = (cid for _o, cid, _n in iter_extents(txn, ino, end, 1 << 63))
         wanted = [cid for cid in itertools.islice(later, READ_AHEAD) if chunks.evicted(txn, cid)]

@@ -777,16 +777,15 @@ class Namespace:
 
     def _read(self, ino: int, off: int, size: int) -> tuple[bytes, Inode]:
         state = self.files.get(ino)
-        with self.store.read() as txn:
+        with self.store.read(buffers=True) as txn:  # values are views: nothing copied twice
             inode = self._load(txn, ino)
             file_size = state.size if state is not None else inode.size
             if off >= file_size or size <= 0:
                 return b"", inode
             size = min(size, file_size - off)
             sequential = self.readahead.note_read(txn, ino, off, off + size)
-            small = not sequential and size <= SMALL_READ
             buf = filedata.read_stored(txn, self.chunks, ino, off, size,
-                                       open_view=self.store.read if small else None)
+                                       piecewise=not sequential and size <= SMALL_READ)
         if state is not None:
             state.overlay(off, buf)
         return bytes(buf), inode

@@ -38,6 +38,8 @@ class BlockHashes:
 
     def remember(self, cid: bytes, data: bytes) -> None:
         """Keep the block hashes of a chunk whose bytes were just verified whole."""
+        if cid in self.tables:
+            return
         view = memoryview(data)
         table = b"".join(_digest(view[i:i + BLOCK]) for i in range(0, len(view), BLOCK))
         with self.lock:

@@ -240,20 +240,19 @@ class ChunkStore:
         self.cache.put(cid, data)
         return data
 
-    def get_range(self, txn: Txn, cid: bytes, lo: int, hi: int,
-                  open_read: Callable[..., AbstractContextManager[Txn]]) -> bytes | memoryview:
+    def get_range(self, txn: Txn, cid: bytes, lo: int, hi: int) -> bytes | memoryview:
         """Bytes [lo, hi) of a chunk, for a small read that is not part of a sequential one:
         a raw chunk verified whole before is read and checked block by block from LMDB's map
-        (see blocks.py), anything else decoded whole (and its block hashes kept if raw)."""
+        (see blocks.py; txn best opened with buffers, so that nothing else is copied), anything
+        else decoded whole (and its block hashes kept if raw)."""
         if cid in self.blocks and not self.cache.holds(cid):
-            with open_read(buffers=True) as view_txn:
-                encoded = view_txn.get("chunks", cid)
-                if encoded is not None and encoded[0] == FORMAT_RAW:
-                    part = self.blocks.read(cid, encoded[1:], lo, hi)
-                    if part is not None:
-                        self.local_reads += 1
-                        self.used(cid)
-                        return part
+            encoded = txn.get("chunks", cid)
+            if encoded is not None and encoded[0] == FORMAT_RAW:
+                part = self.blocks.read(cid, memoryview(encoded)[1:], lo, hi)
+                if part is not None:
+                    self.local_reads += 1
+                    self.used(cid)
+                    return part
         data = self.get(txn, cid)
         if len(data) > 2 * BLOCK:  # (a smaller chunk costs as little to verify whole)
             ref = txn.get("chunkrefs", cid)
