@@ -408,10 +408,12 @@ class Operations(pyfuse3.Operations):
         try:
             await self.flush_file(ino)
         finally:
-            self.ns.release(ino)
-            if ino not in self.ns.files:
-                self.locks.pop(ino, None)
-                self.deferred.pop(ino, None)
+            try:
+                self.ns.release(ino)
+            finally:  # also when its last commit failed: the file's state is gone either way
+                if ino not in self.ns.files:
+                    self.locks.pop(ino, None)
+                    self.deferred.pop(ino, None)
 
     # -- directories -----------------------------------------------------------------------------
     @_errors
