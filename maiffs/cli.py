@@ -106,7 +106,7 @@ def _daemonize(run: Callable[[Callable[[str | None], None]], None]) -> None:
 @click.argument("mountpoint", type=click.Path())
 @click.option("-f", "--foreground", is_flag=True, help="Stay in the foreground, logging to stderr.")
 @click.option("-o", "options", multiple=True, metavar="OPT[,OPT...]",
-              help="allow_other, nonempty, commit_interval=SECONDS, compression=LEVEL, cache_size=SIZE, "
+              help="allow_other, default_permissions (always on), nonempty, commit_interval=SECONDS, compression=LEVEL, cache_size=SIZE, "
                    "debug, snapshot_every=INTERVAL (e.g. 15m), keep=RULES (e.g. hourly:24,daily:7)")
 @click.option("--follow", metavar="URL[#VOLUME]",
               help="Follower mount: the newest snapshot of this remote volume, read-only, "
