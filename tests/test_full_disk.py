@@ -12,8 +12,8 @@ from __future__ import annotations
 import errno
 import json
 import os
-import resource
 import re
+import resource
 import subprocess
 import time
 from collections.abc import Iterator
@@ -306,7 +306,9 @@ def test_disk_fills_before_group_commit(small, disk, freed):
     commit fails and nothing is reported as stored that is not. The next write() gets ENOSPC
     (its data not taken); the data accepted before stays buffered; fsync and close then report
     ENOSPC while the disk is full, and succeed with every accepted byte stored once space is
-    freed (as ext4 reports ENOSPC at write or at fsync/close, never losing data silently)."""
+    freed (as ext4 reports ENOSPC at write or at fsync/close, never losing data silently).
+    Meanwhile `cat` of the file succeeds. (Before, a reader's close committed the writer's
+    data too, and failed with ENOSPC.)"""
     m = small
     early = os.urandom(4 * MiB)
     assert write_synced(m.path / "early", early) is None
@@ -316,6 +318,10 @@ def test_disk_fills_before_group_commit(small, disk, freed):
         assert os.write(fd, late) == len(late)
         filler = fill_disk(disk)
         rewrite_first_byte_until_refused(fd, late[:1])
+        # a reader sees the buffered bytes, and its close is not failed by the writer's data
+        done = subprocess.run(["cat", m.path / "late"], capture_output=True)
+        assert (done.returncode, done.stderr) == (0, b""), done.stderr
+        assert done.stdout == late, "cat showed other bytes than the program wrote"
         if freed:
             filler.unlink()
             os.fsync(fd)
@@ -331,7 +337,7 @@ def test_disk_fills_before_group_commit(small, disk, freed):
                 os.close(fd)
             assert info.value.errno == errno.ENOSPC, info.value
     alive(m)
-    assert read_file(m.path / "early") == early  # a reader's close is not failed by the disk
+    assert read_file(m.path / "early") == early
     if freed:
         assert read_file(m.path / "late") == late, "accepted data lost although fsync succeeded"
     else:
