@@ -63,7 +63,9 @@ def _log_to(store: str, foreground: bool, debug: bool) -> None:
     if foreground:
         logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
     elif os.path.isdir(store):
-        logging.basicConfig(level=level, format=fmt, filename=os.path.join(store, "maiffs.log"))
+        log_file = os.path.join(store, "maiffs.log")
+        os.close(os.open(log_file, os.O_WRONLY | os.O_CREAT, 0o600))  # private, whatever the umask
+        logging.basicConfig(level=level, format=fmt, filename=log_file)
     for chatty in QUIET_LIBRARIES:  # their debug lines carry request headers: credentials
         logging.getLogger(chatty).setLevel(logging.WARNING)
 
@@ -106,7 +108,7 @@ def _daemonize(run: Callable[[Callable[[str | None], None]], None]) -> None:
 @click.argument("mountpoint", type=click.Path())
 @click.option("-f", "--foreground", is_flag=True, help="Stay in the foreground, logging to stderr.")
 @click.option("-o", "options", multiple=True, metavar="OPT[,OPT...]",
-              help="allow_other, nonempty, commit_interval=SECONDS, compression=LEVEL, cache_size=SIZE, "
+              help="allow_other, default_permissions (always on), nonempty, commit_interval=SECONDS, compression=LEVEL, cache_size=SIZE, "
                    "debug, snapshot_every=INTERVAL (e.g. 15m), keep=RULES (e.g. hourly:24,daily:7)")
 @click.option("--follow", metavar="URL[#VOLUME]",
               help="Follower mount: the newest snapshot of this remote volume, read-only, "
@@ -407,6 +409,7 @@ def _pull(store: str, url: str, label: str, names: list[str], quiet: bool) -> tr
     path = resolve_store(store)
     remote = remotes.open_remote(url, path)
     staging = remotes.staging_dir(path, url)
+    os.umask(0o077)  # this command writes only into the store: private to its owner, as it is
     os.makedirs(staging, mode=0o700, exist_ok=True)
     lock = StoreLock(staging, label, refusal=f"a pull from {url} into this store is running")
     try:

@@ -3,7 +3,8 @@
 - `stats`: the store's numbers as JSON, made when opened (`cat MNT/.maiffs/stats`).
 - `control`: the channel the CLI uses while the store is mounted. A client opens it read-write,
   writes one JSON request ending in a newline, then reads the JSON answer from the same handle;
-  each handle is its own session. Mode 0600: only the owner of the mount's root may use it.
+  each handle is its own session. Mode 0600, owned by the user who mounted: only that user
+  (and root) may use it, whoever owns the mount's root (see `daemon_owned`).
 - `by-id/ID`: the content with that id (`getfattr -n user.maiffs.id`) as a read-only file,
   as long as a snapshot or an unchanged live file (as of the last snapshot) holds it.
 """
@@ -19,7 +20,7 @@ from typing import Any
 
 from maiffs.errors import FsError
 from maiffs.namespace import ROOT_INO, Inode
-from maiffs.namespace.virtual import VIRTUAL_BASE, VirtualTree, directory_inode
+from maiffs.namespace.virtual import VIRTUAL_BASE, VirtualTree, daemon_owned, directory_inode
 from maiffs.snapshots.manager import Snapshots
 from maiffs.snapshots.objects import TreeObject
 from maiffs.snapshots.view import object_xattr, read_object
@@ -73,9 +74,11 @@ class ControlTree(VirtualTree):
             return directory_inode(DIR_INO, root, nlink=3)
         if ino == BYID_INO:
             return replace(directory_inode(BYID_INO, root), mode=stat.S_IFDIR | 0o555)
-        for _name, (file_ino, perm) in FILES.items():
-            if ino == file_ino:
-                return replace(directory_inode(ino, root, nlink=1), mode=stat.S_IFREG | perm)
+        if ino == CONTROL_INO:
+            return daemon_owned(replace(directory_inode(ino, root, nlink=1),
+                                        mode=stat.S_IFREG | FILES[b"control"][1]))
+        if ino == STATS_INO:
+            return replace(directory_inode(ino, root, nlink=1), mode=stat.S_IFREG | FILES[b"stats"][1])
         with self.snapshots.store.read() as txn:
             return replace(self._held(txn, ino).inode, ino=ino, nlink=1)
 

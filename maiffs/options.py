@@ -26,6 +26,9 @@ class MountOptions:
     """Everything `-o` can set. See docs/reference.md."""
 
     allow_other: bool = False
+    #: always on: the kernel checks permissions as on ext4 (accepted, as other FUSE
+    #: filesystems take it; turning it off is refused, maiffs itself checks nothing)
+    default_permissions: bool = True
     nonempty: bool = False  # mount over a directory that has files in it (they are hidden)
     commit_interval: float = 2.0
     compression: int = 3
@@ -77,6 +80,9 @@ class MountOptions:
                     raise StoreError(f"bad value for mount option {key}: {value!r}") from None
                 except StoreError as exc:
                     raise StoreError(f"bad value for mount option {key}: {exc}") from None
+        if not out.default_permissions:
+            raise StoreError("default_permissions cannot be turned off: the kernel's permission "
+                             "checks are the only ones")
         if not 0 <= out.compression <= 22:
             raise StoreError("compression must be a zstd level from 0 (off) to 22")
         if out.commit_interval <= 0 or out.lease <= 0:

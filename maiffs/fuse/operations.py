@@ -90,6 +90,8 @@ class Operations(pyfuse3.Operations):
         self.virtual_handles: dict[int, tuple[VirtualTree, int, object]] = {}
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="maiffs-chunk")
         self.handles: dict[int, int] = {}
+        #: handles opened read-only: their close has nothing of theirs to commit
+        self.readers: set[int] = set()
         self.next_fh = 1
         self.locks: dict[int, trio.Lock] = {}
         self.deferred: dict[int, FsError] = {}
@@ -341,7 +343,10 @@ class Operations(pyfuse3.Operations):
                 self.ns.open(inode, truncate=True)
         else:
             self.ns.open(inode)
-        return self._new_handle(inode)
+        info = self._new_handle(inode)
+        if flags & os.O_ACCMODE == os.O_RDONLY:
+            self.readers.add(info.fh)
+        return info
 
     @_errors
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
@@ -381,7 +386,10 @@ class Operations(pyfuse3.Operations):
 
     @_errors
     async def flush(self, fh: int) -> None:
-        if fh not in self.virtual_handles:
+        """close(): commit what was written, and report a failure to commit to the writer.
+        A reader's close commits nothing: another program's unwritable data (a full disk)
+        must not fail a `cat` of the file with ENOSPC."""
+        if fh not in self.virtual_handles and fh not in self.readers:
             await self.flush_file(self.handles[fh])
 
     @_errors
@@ -396,13 +404,16 @@ class Operations(pyfuse3.Operations):
         if self.virtual_handles.pop(fh, None) is not None:
             return
         ino = self.handles.pop(fh)
+        self.readers.discard(fh)
         try:
             await self.flush_file(ino)
         finally:
-            self.ns.release(ino)
-            if ino not in self.ns.files:
-                self.locks.pop(ino, None)
-                self.deferred.pop(ino, None)
+            try:
+                self.ns.release(ino)
+            finally:  # also when its last commit failed: the file's state is gone either way
+                if ino not in self.ns.files:
+                    self.locks.pop(ino, None)
+                    self.deferred.pop(ino, None)
 
     # -- directories -----------------------------------------------------------------------------
     @_errors

@@ -12,8 +12,10 @@ and rmdir, and the control file accepts writes.
 from __future__ import annotations
 
 import errno
+import os
 import stat
 from collections.abc import Iterator
+from dataclasses import replace
 
 from maiffs.errors import FsError
 from maiffs.namespace.records import Inode
@@ -33,6 +35,15 @@ def directory_inode(ino: int, template: Inode, nlink: int = 2) -> Inode:
     return Inode(ino, stat.S_IFDIR | 0o755, template.uid, template.gid, nlink,
                  atime_ns=template.atime_ns, mtime_ns=template.mtime_ns,
                  ctime_ns=template.ctime_ns, birth_ns=template.birth_ns)
+
+
+def daemon_owned(inode: Inode) -> Inode:
+    """inode as owned by the user the daemon runs as (who mounted the store), not by the
+    owner of the mount's root: what the daemon does on request through `.maiffs/control`
+    and in `.snapshots/` (take, delete and restore snapshots, pull from a path, list names
+    in every directory) acts with its rights on the whole store, so the kernel must let only
+    that user, and root, ask for it."""
+    return replace(inode, uid=os.getuid(), gid=os.getgid())
 
 
 class VirtualTree:

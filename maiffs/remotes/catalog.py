@@ -77,9 +77,10 @@ class Catalog:
         if self.cache_dir is None:
             return
         try:
-            os.makedirs(self.cache_dir, mode=0o700, exist_ok=True)
+            for directory in (os.path.dirname(self.cache_dir), self.cache_dir):  # in the store:
+                os.makedirs(directory, mode=0o700, exist_ok=True)  # private, whatever the umask
             tmp = os.path.join(self.cache_dir, f".{pack_id}.{uuid.uuid4().hex}.tmp")
-            with open(tmp, "wb") as f:
+            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
                 f.write(index)
             os.rename(tmp, os.path.join(self.cache_dir, pack_id))
         except OSError as exc:

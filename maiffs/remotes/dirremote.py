@@ -57,22 +57,23 @@ class DirRemote(Remote):
         return [p.name for p in directory.iterdir() if not p.name.startswith(".")] if directory.is_dir() else []
 
 
-def written_beside(path: Path, data: bytes) -> Path:
-    """data in a new durable temp file in path's directory (made if need be), to move into place."""
+def written_beside(path: Path, data: bytes, mode: int = 0o666) -> Path:
+    """data in a new durable temp file in path's directory (made if need be), to move into
+    place; mode as for open(2) (the umask applies)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "wb") as f:
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
     return tmp
 
 
-def create_new(path: Path, data: bytes) -> bool:
+def create_new(path: Path, data: bytes, mode: int = 0o666) -> bool:
     """Make path hold data if it does not exist yet, atomically (also on NFS); False if it did.
     An NFS link whose reply was lost can report EEXIST after it succeeded, so the temp file's
     link count decides, as open(2) advises."""
-    tmp = written_beside(path, data)
+    tmp = written_beside(path, data, mode)
     try:
         try:
             os.link(tmp, path)

@@ -81,7 +81,7 @@ def store_id(store: str) -> str:
     """This store's holder id, made on first need and kept in STORE/store-id."""
     path = Path(store) / STORE_ID
     if not path.exists():
-        create_new(path, secrets.token_hex(8).encode())  # two first users agree: one link wins
+        create_new(path, secrets.token_hex(8).encode(), 0o600)  # two first users agree: one link wins
     return path.read_text().strip()
 
 

@@ -19,7 +19,7 @@ from dataclasses import replace
 from maiffs.errors import FsError
 from maiffs.namespace import ROOT_INO, Inode
 from maiffs.namespace.namespace import ID_XATTR
-from maiffs.namespace.virtual import FACE_BASE, VIRTUAL_BASE, VirtualTree, directory_inode
+from maiffs.namespace.virtual import FACE_BASE, VIRTUAL_BASE, VirtualTree, daemon_owned, directory_inode
 from maiffs.snapshots.manager import SnapshotInfo, Snapshots
 from maiffs.snapshots.objects import TreeObject
 from maiffs.store.chunks import ChunkStore
@@ -111,7 +111,8 @@ class SnapshotTree(VirtualTree):
     # -- reading -------------------------------------------------------------------------------------
     def _snapdir(self) -> Inode:
         root = self.snapshots.ns.getattr(ROOT_INO)
-        return directory_inode(SNAPDIR_INO, root, nlink=2 + len(self.snapshots.list()))
+        # mkdir/rmdir here take and delete whole-store snapshots: the daemon's user's to do
+        return daemon_owned(directory_inode(SNAPDIR_INO, root, nlink=2 + len(self.snapshots.list())))
 
     def getattr(self, ino: int) -> Inode:
         if ino == SNAPDIR_INO:

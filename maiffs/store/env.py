@@ -7,7 +7,8 @@ data reaches the OS page cache at commit, so a killed daemon loses nothing that 
 
 The map is grown before it can fill (LMDB's map is only address space; the file grows as pages are
 written), and a transaction that still hits MapFullError is retried once the map has grown, so
-map-full never reaches a user.
+map-full never reaches a user: a map that cannot grow (no address space left) fails the write with
+ENOSPC, like a full disk, and the store goes on serving at its old size.
 """
 
 from __future__ import annotations
@@ -196,10 +197,13 @@ class Store:
     def _open_env(path: str, readonly: bool) -> lmdb.Environment:
         """readahead stays on: a chunk is up to 4 MiB of contiguous overflow pages, and
         without it a cold read faults them in 4 KiB at a time (7x slower, measured)."""
-        return lmdb.open(path, map_size=INITIAL_MAP_SIZE, max_dbs=len(DB_NAMES) + 2,
-                         subdir=True, readonly=readonly, sync=False, metasync=False,
-                         readahead=True, writemap=False, lock=True, mode=0o600,
-                         create=not readonly)
+        return lmdb.open(path, **Store._env_args(readonly))
+
+    @staticmethod
+    def _env_args(readonly: bool) -> dict[str, object]:
+        return dict(map_size=INITIAL_MAP_SIZE, max_dbs=len(DB_NAMES) + 2, subdir=True,
+                    readonly=readonly, sync=False, metasync=False, readahead=True,
+                    writemap=False, lock=True, mode=0o600, create=not readonly)
 
     # -- transactions ---------------------------------------------------------------------
     @contextmanager
@@ -249,7 +253,28 @@ class Store:
             self._grow(max(need, info["map_size"] * 2))
 
     def _grow(self, new_size: int) -> None:
-        self.env.set_mapsize(new_size)
+        """Grow the map to new_size bytes, or fail the write with ENOSPC (the store cannot
+        take more) and keep serving at the old size.
+
+        Growing needs address space, not disk (the file grows only as pages are written), but
+        a limit on it (ulimit -v) makes set_mapsize fail, and py-lmdb then closes the whole
+        environment: without reopening it, every later request of the mount would fail.
+        """
+        old_size = self.env.info()["map_size"]
+        try:
+            self.env.set_mapsize(new_size)
+        except lmdb.Error as exc:
+            self._reopen(old_size)
+            raise FsError(errno.ENOSPC, f"store map cannot grow to {new_size} bytes: {exc}") from exc
+
+    def _reopen(self, map_size: int) -> None:
+        """Open the environment again (after py-lmdb closed it) with its databases."""
+        try:
+            self.env.close()
+        except lmdb.Error:
+            pass
+        self.env = lmdb.open(self.path, **{**self._env_args(self.readonly), "map_size": map_size})
+        self.dbs = {name: self._open_db(name) for name in DB_NAMES}
 
     def _apply_stats(self, txn: Txn) -> None:
         values = dict(zip(STAT_FIELDS, STATS_RECORD.unpack(txn.get("meta", b"stats") or bytes(STATS_RECORD.size))))
