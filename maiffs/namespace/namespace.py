@@ -61,6 +61,11 @@ class FlushJob:
     regions: list[Region]
     final: bool
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes to cut and compress (dirty data widened to whole stored chunks)."""
+        return sum(len(r.data) for r in self.regions)
+
 
 class Namespace:
     """The filesystem tree of one store."""
