@@ -150,9 +150,14 @@ class Operations(pyfuse3.Operations):
         self.ns.finish_flush(job, prepared)
 
     async def flush_file(self, ino: int, final: bool = True) -> None:
-        """Chunk and commit a file's dirty data; raise an error a background flush left behind."""
-        async with self._lock(ino):
-            await self._flush_locked(ino, final)
+        """Chunk and commit a file's dirty data; raise an error a background flush left behind.
+
+        With nothing to commit and no flush under way the lock is not taken: every close
+        sends flush and then release, and the second has nothing left to do."""
+        lock = self.locks.get(ino)
+        if self.ns.has_unflushed(ino) or lock is not None and lock.locked():
+            async with self._lock(ino):
+                await self._flush_locked(ino, final)
         self._raise_deferred(ino)
 
     def _raise_deferred(self, ino: int) -> None:
@@ -354,8 +359,7 @@ class Operations(pyfuse3.Operations):
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         self._refuse_virtual(parent_inode, name)
-        inode = self.ns.create(parent_inode, name, mode, ctx.uid, ctx.gid, ctx.umask)
-        self.ns.open(inode.ino)
+        inode = self.ns.create(parent_inode, name, mode, ctx.uid, ctx.gid, ctx.umask, opened=True)
         return self._new_handle(inode.ino), self._entry(inode)
 
     @_errors
