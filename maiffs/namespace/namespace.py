@@ -590,7 +590,7 @@ class Namespace:
         Offsets are per-entry cookies that never change, so a listing interrupted while
         entries are added or removed resumes without skipping or repeating survivors.
         """
-        with self.store.read() as txn:
+        with self.store.read(scattered=("dircookies", "dirents", "inodes")) as txn:
             dirnode = self._dir(txn, ino)
             if start < 1:
                 yield b".", self._view(dirnode), 1
