@@ -33,6 +33,9 @@ def test_sparse_records_are_read_without_read_around(tmp_path):
         store.read_around._sparse.clear()  # as RECHECK_S later
         with store.read(scattered=LISTING) as txn:
             assert "rr" in map_flags("self", tmp_path / "s")
+            with store.read(scattered=LISTING):
+                assert "rr" in map_flags("self", tmp_path / "s")
+            assert "rr" in map_flags("self", tmp_path / "s")  # the outer reader still reads
             assert txn.get("inodes", b"\0" * 8) is None
         assert "rr" not in map_flags("self", tmp_path / "s")
         with store.read():

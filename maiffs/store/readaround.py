@@ -27,6 +27,7 @@ import ctypes
 import ctypes.util
 import mmap
 import os
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -70,6 +71,10 @@ class ReadAround:
         self._map_size = -1
         self._mapping: tuple[int, int] | None = None
         self._sparse: dict[tuple[object, ...], tuple[float, bool]] = {}
+        #: blocks running with read-around off (nested, or on other threads): the last one
+        #: to leave switches it back on
+        self._users = 0
+        self._lock = threading.Lock()
 
     def _current(self) -> tuple[int, int] | None:
         size = self.env.info()["map_size"]
@@ -94,13 +99,23 @@ class ReadAround:
     def off(self, raw: lmdb.Transaction, dbs: Iterable[object]) -> Iterator[None]:
         """Fault in one page at a time while the block runs, if the records of dbs (which
         the block reads here and there) are sparse in the file."""
-        mapping = None
-        if _RANDOM is not None and self._is_sparse(raw, tuple(dbs)):
-            mapping = self._current()
-        if mapping is None or _libc.madvise(mapping[0], mapping[1], _RANDOM) != 0:
+        if _RANDOM is None or not self._is_sparse(raw, tuple(dbs)):
             yield
             return
+        with self._lock:
+            mapping = self._current()
+            if mapping is None:
+                switched = False
+            elif self._users:
+                switched = True
+            else:
+                switched = _libc.madvise(mapping[0], mapping[1], _RANDOM) == 0
+            self._users += switched
         try:
             yield
         finally:
-            _libc.madvise(mapping[0], mapping[1], _NORMAL)
+            if switched:
+                with self._lock:
+                    self._users -= 1
+                    if not self._users:
+                        _libc.madvise(mapping[0], mapping[1], _NORMAL)
