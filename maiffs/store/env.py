@@ -219,7 +219,8 @@ class Store:
             self.env.set_mapsize(0)  # another process grew the map: adopt its size
             raw = self.env.begin(write=False)
         try:
-            with (self.read_around.off(raw, (self.dbs[db] for db in scattered if self.dbs[db]))
+            with (self.read_around.off(raw, (self.dbs[db] for db in scattered
+                                                  if self.dbs[db] is not None))
                   if scattered else nullcontext()):
                 yield Txn(raw, self.dbs, write=False)
         finally:
