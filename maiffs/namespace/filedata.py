@@ -99,11 +99,14 @@ def plan_regions(txn: Txn, chunks: ChunkStore, ino: int, segments: list[tuple[in
     A short extent ending right where a segment starts is taken in too, so a file appended
     to in small fsync'd steps ends up in full-sized chunks. Segments reaching hold_tail_from
     (the end of the file, for a flush that is not final) may keep their last chunk back.
+    Where no stored extent is near (a new file) there is nothing old to read.
     """
     spans: list[list[int]] = []
+    stored = False
     for seg_start, buf in segments:
         lo, hi = seg_start, seg_start + len(buf)
         for ext_off, _cid, length in iter_extents(txn, ino, max(0, lo - 1), hi):
+            stored = True
             if ext_off < lo and (ext_off + length > lo or length < min_chunk):
                 lo = ext_off
             hi = max(hi, ext_off + length)
@@ -115,7 +118,7 @@ def plan_regions(txn: Txn, chunks: ChunkStore, ino: int, segments: list[tuple[in
     seg_iter = iter(segments)
     pending = next(seg_iter, None)
     for lo, hi in spans:
-        data = read_stored(txn, chunks, ino, lo, hi - lo)
+        data = read_stored(txn, chunks, ino, lo, hi - lo) if stored else bytearray(hi - lo)
         while pending is not None and pending[0] < hi:
             data[pending[0] - lo:pending[0] - lo + len(pending[1])] = pending[1]
             pending = next(seg_iter, None)

@@ -64,6 +64,11 @@ class FlushJob:
     regions: list[Region]
     final: bool
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes to cut and compress (dirty data widened to whole stored chunks)."""
+        return sum(len(r.data) for r in self.regions)
+
 
 class Namespace:
     """The filesystem tree of one store."""
@@ -171,10 +176,12 @@ class Namespace:
 
     # -- creating ---------------------------------------------------------------------
     def create(self, parent: int, name: bytes, mode: int, uid: int, gid: int, umask: int = 0,
-               rdev: int = 0, target: bytes | None = None) -> Inode:
+               rdev: int = 0, target: bytes | None = None, opened: bool = False) -> Inode:
         """Make a new inode of any type (mode carries S_IFMT) named name in parent.
 
-        The parent's default ACL, if any, takes the place of umask (as on ext4)."""
+        The parent's default ACL, if any, takes the place of umask (as on ext4). With opened,
+        the new file also counts an open handle, as `open` would (FUSE's create opens what it
+        makes), without reading back the inode just written."""
         self._check_name(name)
         if target is not None and len(target) > SYMLINK_MAX:
             raise FsError(errno.ENAMETOOLONG)
@@ -212,7 +219,10 @@ class Namespace:
             txn.count(inodes=1)
             return inode
 
-        return self.store.write(txn_fn)
+        inode = self.store.write(txn_fn)
+        if opened:
+            self._count_open(inode)
+        return inode
 
     @staticmethod
     def _inherit_acl(txn: Txn, parent: int, mode: int, umask: int,
@@ -584,7 +594,7 @@ class Namespace:
         Offsets are per-entry cookies that never change, so a listing interrupted while
         entries are added or removed resumes without skipping or repeating survivors.
         """
-        with self.store.read() as txn:
+        with self.store.read(scattered=("dircookies", "dirents", "inodes")) as txn:
             dirnode = self._dir(txn, ino)
             if start < 1:
                 yield b".", self._view(dirnode), 1
@@ -737,18 +747,26 @@ class Namespace:
     def open(self, ino: int, truncate: bool = False) -> Inode:
         """Count an open handle (regular files keep a FileState while open)."""
         inode = self.getattr(ino)
-        if stat.S_ISREG(inode.mode):
-            state = self.files.get(ino)
-            if state is None:
-                state = self.files[ino] = FileState(size=inode.size)
-            state.opens += 1
-            if truncate:
-                try:
-                    inode = self.setattr(ino, size=0, touch=True)
-                except FsError:
-                    self.release(ino)
-                    raise
+        self._count_open(inode)
+        if truncate and stat.S_ISREG(inode.mode):
+            try:
+                inode = self.setattr(ino, size=0, touch=True)
+            except FsError:
+                self.release(ino)
+                raise
         return inode
+
+    def _count_open(self, inode: Inode) -> None:
+        if stat.S_ISREG(inode.mode):
+            state = self.files.get(inode.ino)
+            if state is None:
+                state = self.files[inode.ino] = FileState(size=inode.size)
+            state.opens += 1
+
+    def has_unflushed(self, ino: int) -> bool:
+        """Whether ino has writes (or times) not yet committed, or a flush under way."""
+        state = self.files.get(ino)
+        return state is not None and state.has_unflushed()
 
     def release(self, ino: int) -> None:
         """One handle closed; with the last one the file's state is flushed and dropped."""

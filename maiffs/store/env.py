@@ -17,12 +17,13 @@ import errno
 import os
 import struct
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import TypeVar
 
 import lmdb
 
 from maiffs.errors import FsError, StoreError
+from maiffs.store.readaround import ReadAround
 
 #: Bumped whenever an on-disk encoding changes; a store with a newer number is refused, an
 #: older one is upgraded when opened for writing (format 2 added backlinks and snapshots).
@@ -128,6 +129,7 @@ class Store:
         self.readonly = readonly
         self.dbs = {name: self._open_db(name) for name in DB_NAMES}
         self.page_size = env.stat()["psize"]
+        self.read_around = ReadAround(env, os.path.join(path, "data.mdb"))
         with self.read() as txn:
             raw = txn.get("meta", b"format")
         #: the format the store was written in (older ones are upgraded by the namespace)
@@ -207,16 +209,25 @@ class Store:
 
     # -- transactions ---------------------------------------------------------------------
     @contextmanager
-    def read(self, buffers: bool = False) -> Iterator[Txn]:
-        """A read-only snapshot of the committed state; with buffers, values are views into
-        the map, valid until the transaction ends (no copy)."""
+    def read(self, buffers: bool = False, scattered: tuple[str, ...] = ()) -> Iterator[Txn]:
+        """A read-only snapshot of the committed state.
+
+        buffers: values are views into the map, valid until the transaction ends (no copy).
+        scattered: databases whose small records the reader touches here and there (a
+        directory listing and its inodes): where they are sparse in the file, page faults
+        read only the page they need while the transaction lasts (see readaround.py); other
+        reads keep the kernel's read-around, which chunks want.
+        """
         try:
             raw = self.env.begin(write=False, buffers=buffers)
         except lmdb.MapResizedError:
             self.env.set_mapsize(0)  # another process grew the map: adopt its size
             raw = self.env.begin(write=False, buffers=buffers)
         try:
-            yield Txn(raw, self.dbs, write=False)
+            with (self.read_around.off(raw, (self.dbs[db] for db in scattered
+                                                  if self.dbs[db] is not None))
+                  if scattered else nullcontext()):
+                yield Txn(raw, self.dbs, write=False)
         finally:
             raw.abort()
 
