@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -545,6 +546,9 @@ def fsck_cmd(store: str, repair: bool, as_json: bool) -> None:
 
 
 def main() -> None:
+    # No core dumps: a maiffs process (the CLI, and the daemon it becomes) may hold a remote's
+    # credentials in memory, and a core file would keep them on disk for anyone who reads it.
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     cli(prog_name="maiffs")
 
 
