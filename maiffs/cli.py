@@ -17,6 +17,7 @@ import click
 
 from maiffs import __version__, commands
 from maiffs.errors import FsError, StoreError
+from maiffs.malloc import keep_freed_memory
 from maiffs.mounts import find_mount, is_mountpoint, maiffs_mounts, path_in_mount, resolve_store
 from maiffs.options import MountOptions
 from maiffs.progress import ProgressBar
@@ -549,6 +550,7 @@ def main() -> None:
     # No core dumps: a maiffs process (the CLI, and the daemon it becomes) may hold a remote's
     # credentials in memory, and a core file would keep them on disk for anyone who reads it.
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    keep_freed_memory()
     cli(prog_name="maiffs")
 
 
