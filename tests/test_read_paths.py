@@ -144,3 +144,44 @@ def test_iter_extents_finds_exactly_the_overlapping_extents(tmp_path: Path, buff
                             if off < end and off + n > start]
                     assert list(iter_extents(txn, ino, start, end)) == want, (ino, start, end)
         assert list(iter_extents(txn, 4, 0, 1 << 40)) == []
+
+
+def test_map_growth_waits_for_the_readers_of_worker_threads(tmp_path: Path):
+    """Growing LMDB's map remaps the file under every reader of the process (LMDB allows it
+    only with no transaction open), so it waits for the decoders' reads: their views would
+    point into the old mapping. Store layer, with a real LMDB."""
+    import threading
+
+    from maiffs.store.env import Store
+
+    store = Store.create(str(tmp_path / "store"))
+    store.write(lambda txn: txn.put("meta", b"probe", b"x" * 100))
+    entered, release, grown = threading.Event(), threading.Event(), threading.Event()
+    seen = []
+
+    def reader() -> None:
+        with store.read_in_worker(buffers=True) as txn:
+            entered.set()
+            release.wait(10)
+            seen.append(bytes(txn.get("meta", b"probe")))
+
+    def grower() -> None:
+        size = store.env.info()["map_size"]
+        store.write(lambda txn: txn.put("meta", b"grown", b"y"), expected_bytes=size)
+        grown.set()
+
+    threads = [threading.Thread(target=reader)]
+    threads[0].start()
+    assert entered.wait(10)
+    size_before = store.env.info()["map_size"]
+    threads.append(threading.Thread(target=grower))
+    threads[1].start()
+    assert not grown.wait(0.3), "the map grew under an open reader"
+    release.set()
+    assert grown.wait(10)
+    for thread in threads:
+        thread.join(10)
+    assert seen == [b"x" * 100]
+    assert store.env.info()["map_size"] > size_before
+    with store.read_in_worker() as txn:  # readers go on after the growth
+        assert txn.get("meta", b"grown") == b"y"

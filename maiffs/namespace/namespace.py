@@ -79,7 +79,7 @@ class Namespace:
         self.params = params
         self.level = level
         self.chunks = ChunkStore(cache_bytes)
-        self.readahead = ReadAhead(self.chunks, store.read)
+        self.readahead = ReadAhead(self.chunks, store.read_in_worker)
         self.files: dict[int, FileState] = {}
         self.lookups: dict[int, int] = {}
         self.orphans: set[int] = set()  # unlinked, kept while open or known to the kernel

@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import os
 import struct
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from typing import TypeVar
@@ -130,6 +131,11 @@ class Store:
         self.dbs = {name: self._open_db(name) for name in DB_NAMES}
         self.page_size = env.stat()["psize"]
         self.read_around = ReadAround(env, os.path.join(path, "data.mdb"))
+        #: growing the map remaps the file under every open reader of this process: it waits
+        #: for the readers of worker threads (read_in_worker), and new ones wait for it
+        self._map_guard = threading.Condition()
+        self._worker_readers = 0
+        self._growing = False
         with self.read() as txn:
             raw = txn.get("meta", b"format")
         #: the format the store was written in (older ones are upgraded by the namespace)
@@ -231,6 +237,23 @@ class Store:
         finally:
             raw.abort()
 
+    @contextmanager
+    def read_in_worker(self, buffers: bool = False) -> Iterator[Txn]:
+        """read() for a worker thread beside the trio thread: a map growth, which only the
+        trio thread does (in write) and which LMDB allows only with no transaction open in
+        the process, waits until this one has ended."""
+        with self._map_guard:
+            while self._growing:
+                self._map_guard.wait()
+            self._worker_readers += 1
+        try:
+            with self.read(buffers=buffers) as txn:
+                yield txn
+        finally:
+            with self._map_guard:
+                self._worker_readers -= 1
+                self._map_guard.notify_all()
+
     def write(self, fn: Callable[[Txn], T], expected_bytes: int = 0) -> T:
         """Run fn in one atomic write transaction and return its result.
 
@@ -272,11 +295,19 @@ class Store:
         environment: without reopening it, every later request of the mount would fail.
         """
         old_size = self.env.info()["map_size"]
+        with self._map_guard:
+            self._growing = True
+            while self._worker_readers:
+                self._map_guard.wait()
         try:
             self.env.set_mapsize(new_size)
         except lmdb.Error as exc:
             self._reopen(old_size)
             raise FsError(errno.ENOSPC, f"store map cannot grow to {new_size} bytes: {exc}") from exc
+        finally:
+            with self._map_guard:
+                self._growing = False
+                self._map_guard.notify_all()
 
     def _reopen(self, map_size: int) -> None:
         """Open the environment again (after py-lmdb closed it) with its databases."""
@@ -286,6 +317,7 @@ class Store:
             pass
         self.env = lmdb.open(self.path, **{**self._env_args(self.readonly), "map_size": map_size})
         self.dbs = {name: self._open_db(name) for name in DB_NAMES}
+        self.read_around = ReadAround(self.env, self.read_around.data_path)  # (the old env is closed)
 
     def _apply_stats(self, txn: Txn) -> None:
         values = dict(zip(STAT_FIELDS, STATS_RECORD.unpack(txn.get("meta", b"stats") or bytes(STATS_RECORD.size))))
