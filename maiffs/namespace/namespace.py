@@ -45,6 +45,8 @@ FIRST_COOKIE = 3
 RELATIME_NS = 24 * 3600 * 10**9
 #: a read this small, not continuing the previous one, asks its chunks for only the part wanted
 SMALL_READ = 64 << 10
+#: what a directory listing reads: their leaf pages are read ahead when a listing starts
+LISTING_DBS = ("dircookies", "dirents", "inodes")
 
 
 class GraftSource(Protocol):
@@ -594,7 +596,9 @@ class Namespace:
         Offsets are per-entry cookies that never change, so a listing interrupted while
         entries are added or removed resumes without skipping or repeating survivors.
         """
-        with self.store.read(scattered=("dircookies", "dirents", "inodes")) as txn:
+        if start < 1:
+            self.store.read_tree_ahead(LISTING_DBS)
+        with self.store.read(scattered=LISTING_DBS) as txn:
             dirnode = self._dir(txn, ino)
             if start < 1:
                 yield b".", self._view(dirnode), 1

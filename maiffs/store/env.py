@@ -24,6 +24,7 @@ from typing import TypeVar
 import lmdb
 
 from maiffs.errors import FsError, StoreError
+from maiffs.store.leafahead import LeafAhead
 from maiffs.store.readaround import ReadAround
 
 #: Bumped whenever an on-disk encoding changes; a store with a newer number is refused, an
@@ -131,6 +132,7 @@ class Store:
         self.dbs = {name: self._open_db(name) for name in DB_NAMES}
         self.page_size = env.stat()["psize"]
         self.read_around = ReadAround(env, os.path.join(path, "data.mdb"))
+        self.leaf_ahead = LeafAhead(os.path.join(path, "data.mdb"), self.page_size)
         #: growing the map remaps the file under every open reader of this process: it waits
         #: for the readers of worker threads (read_in_worker), and new ones wait for it
         self._map_guard = threading.Condition()
@@ -254,6 +256,16 @@ class Store:
                 self._worker_readers -= 1
                 self._map_guard.notify_all()
 
+    def read_tree_ahead(self, names: tuple[str, ...]) -> None:
+        """Have every leaf page of these databases read into the page cache in the background
+        (leafahead.py): a listing is starting, and a walk of the tree may follow."""
+        self.leaf_ahead.start(self._raw_read_in_worker, names)
+
+    @contextmanager
+    def _raw_read_in_worker(self) -> Iterator[lmdb.Transaction]:
+        with self.read_in_worker() as txn:
+            yield txn.raw
+
     def write(self, fn: Callable[[Txn], T], expected_bytes: int = 0) -> T:
         """Run fn in one atomic write transaction and return its result.
 
@@ -356,6 +368,7 @@ class Store:
         return st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize, size
 
     def close(self) -> None:
+        self.leaf_ahead.wait()
         if not self.readonly:
             self.sync()
         self.env.close()
