@@ -39,9 +39,10 @@ class MountOptions:
                                        "it off is refused (maiffs itself checks nothing)")
     nonempty: bool = option(False, "mount over a directory that has files in it (they stay hidden "
                             "until unmounted); without it a non-empty mount point is refused")
-    commit_interval: float = option(2.0, "seconds between commits of buffered writes (and syncs "
-                                    "of the store): the most a crash can lose of writes that "
-                                    "were neither closed nor fsynced", "SECONDS")
+    commit_interval: float = option(2.0, "seconds between group commits: buffered writes are "
+                                    "committed and the store synced (a file written to within "
+                                    "that time keeps its last chunk back until it is idle, "
+                                    "closed or fsynced)", "SECONDS")
     compression: int = option(3, "zstd level of stored chunks, 0 (off) to 22", "LEVEL")
     cache_size: int = option(0, "memory for decompressed chunks (unset: 64M); on a follower "
                              "mount instead the bound on the store's chunk data (unset: none)",
