@@ -19,7 +19,7 @@ from maiffs import __version__, commands
 from maiffs.errors import FsError, StoreError
 from maiffs.malloc import keep_freed_memory
 from maiffs.mounts import find_mount, is_mountpoint, maiffs_mounts, path_in_mount, resolve_store
-from maiffs.options import MountOptions
+from maiffs.options import MountOptions, documented
 from maiffs.progress import ProgressBar
 from maiffs.remotes import config as remotes
 from maiffs.remotes import placement, replicas
@@ -105,13 +105,21 @@ def _daemonize(run: Callable[[Callable[[str | None], None]], None]) -> None:
         os._exit(code)
 
 
-@cli.command()
+class _MountCommand(click.Command):
+    """`maiffs mount --help` lists every -o option, from MountOptions."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Mount options (-o; a flag takes =no to turn it off)"):
+            formatter.write_dl([(doc.spec, f"{doc.help} [default: {doc.default}]" if doc.default
+                                 else doc.help) for doc in documented()])
+
+
+@cli.command(cls=_MountCommand)
 @click.argument("store", type=click.Path())
 @click.argument("mountpoint", type=click.Path())
 @click.option("-f", "--foreground", is_flag=True, help="Stay in the foreground, logging to stderr.")
 @click.option("-o", "options", multiple=True, metavar="OPT[,OPT...]",
-              help="allow_other, default_permissions (always on), nonempty, commit_interval=SECONDS, compression=LEVEL, cache_size=SIZE, "
-                   "debug, snapshot_every=INTERVAL (e.g. 15m), keep=RULES (e.g. hourly:24,daily:7)")
+              help="Mount options, comma-separated (listed below); repeatable.")
 @click.option("--follow", metavar="URL[#VOLUME]",
               help="Follower mount: the newest snapshot of this remote volume, read-only, "
                    "switched as new ones arrive; STORE is the local cache (made if absent; "

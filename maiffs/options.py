@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from maiffs.errors import StoreError
 from maiffs.remotes.placement import check_copies
@@ -21,27 +22,51 @@ def parse_size(text: str) -> int:
     return int(float(number) * mult)
 
 
+def option(default: Any, help: str, value: str = "") -> Any:
+    """A mount option's field: its help and VALUE (empty for a flag) are shown by
+    `maiffs mount --help` and docs/reference.md (contrib/gen_reference.py)."""
+    return field(default=default, metadata={"help": help, "value": value})
+
+
 @dataclass
 class MountOptions:
     """Everything `-o` can set. See docs/reference.md."""
 
-    allow_other: bool = False
-    #: always on: the kernel checks permissions as on ext4 (accepted, as other FUSE
-    #: filesystems take it; turning it off is refused, maiffs itself checks nothing)
-    default_permissions: bool = True
-    nonempty: bool = False  # mount over a directory that has files in it (they are hidden)
-    commit_interval: float = 2.0
-    compression: int = 3
-    cache_size: int = 0  # memory for decompressed chunks (0: 64 MiB); a follower's store bound
-    debug: bool = False
-    snapshot_every: float = 0.0  # seconds between automatic snapshots; 0 = none
-    keep: RetentionPolicy = DEFAULT_POLICY  # which automatic snapshots pruning keeps
-    replicate: tuple[str, ...] = ()  # remotes every new snapshot is pushed to
-    follow: str = ""  # a follower mount of this remote URL#VOLUME (set by `mount --follow`)
-    follow_every: float = 5.0  # seconds between a follower's looks for a newer snapshot
-    prefetch: bool = False  # a follower fetches each new snapshot's data in the background
-    copies: int | None = None  # with replicate=: each chunk on this many of them (placement.py)
-    lease: float = DEFAULT_TTL  # seconds a replicate= remote's volume lease lives unrenewed
+    allow_other: bool = option(False, "let users other than the one who mounted in (the kernel "
+                               "checks permissions as on ext4)")
+    default_permissions: bool = option(True, "always on: the kernel checks permissions as on ext4; "
+                                       "accepted, as other FUSE filesystems take it, and turning "
+                                       "it off is refused (maiffs itself checks nothing)")
+    nonempty: bool = option(False, "mount over a directory that has files in it (they stay hidden "
+                            "until unmounted); without it a non-empty mount point is refused")
+    commit_interval: float = option(2.0, "seconds between group commits: buffered writes are "
+                                    "committed and the store synced (a file written to within "
+                                    "that time keeps its last chunk back until it is idle, "
+                                    "closed or fsynced)", "SECONDS")
+    compression: int = option(3, "zstd level of stored chunks, 0 (off) to 22", "LEVEL")
+    cache_size: int = option(0, "memory for decompressed chunks (unset: 64M); on a follower "
+                             "mount instead the bound on the store's chunk data (unset: none)",
+                             "SIZE")
+    debug: bool = option(False, "log at debug level, and libfuse's trace of every request "
+                         "(on stderr with -f)")
+    snapshot_every: float = option(0.0, "take an automatic snapshot this often (e.g. 15m), named "
+                                   "auto-YYYYMMDDTHHMMSSZ (unset: none)", "INTERVAL")
+    keep: RetentionPolicy = option(DEFAULT_POLICY, "which automatic snapshots pruning keeps, "
+                                   "bucket:N rules from last, minutely, hourly, daily, weekly, "
+                                   "monthly, yearly; snapshots you named are never pruned", "RULES")
+    replicate: tuple[str, ...] = option((), "push every new snapshot to these remotes in the "
+                                        "background, holding their volumes' leases",
+                                        "NAME[,NAME...]")
+    follow: str = option("", "a follower mount of this remote volume: its newest snapshot, "
+                         "read-only (what `maiffs mount --follow URL` sets)", "URL[#VOLUME]")
+    follow_every: float = option(5.0, "how often a follower looks for a newer snapshot",
+                                 "INTERVAL")
+    prefetch: bool = option(False, "a follower fetches each new snapshot's data in the "
+                            "background, as much as cache_size allows")
+    copies: int | None = option(None, "after replicate=: each chunk goes to N of its remotes "
+                                "(tree objects and refs to all)", "N")
+    lease: float = option(DEFAULT_TTL, "seconds the volume lease of a replicate= remote lives "
+                          "unrenewed", "SECONDS")
 
     @property
     def memory_cache(self) -> int:
@@ -94,6 +119,37 @@ class MountOptions:
                 raise StoreError("copies= goes with replicate=NAME,NAME,...")
             check_copies(out.copies, out.replicate)
         return out
+
+
+@dataclass(frozen=True)
+class OptionDoc:
+    """One `-o` option as help and docs show it."""
+
+    name: str
+    value: str  # the VALUE in name=VALUE; empty for a flag
+    default: str  # as it would be written after name=; empty when unset
+    help: str
+
+    @property
+    def spec(self) -> str:
+        return f"{self.name}={self.value}" if self.value else self.name
+
+
+def documented() -> list[OptionDoc]:
+    """Every `-o` option with its help, in MountOptions' order."""
+    return [OptionDoc(f.name, f.metadata.get("value", ""), _shown(f.default), f.metadata.get("help", ""))
+            for f in fields(MountOptions)]
+
+
+def _shown(default: Any) -> str:
+    """A default as a user would write it: on/off for flags, '' for unset (None, 0, empty)."""
+    if isinstance(default, bool):
+        return "on" if default else "off"
+    if not default:
+        return ""
+    if isinstance(default, float) and default.is_integer():
+        return str(int(default))
+    return str(default)
 
 
 def _items(spec: str, options: set[str]) -> list[tuple[str, str]]:
