@@ -202,7 +202,8 @@ def too_open(store: Path) -> list[str]:
 def test_store_is_private_whatever_the_umask(tmp_path):
     """Under umask 000, after mkfs (into a 0777 directory) and after a mount that wrote,
     took a snapshot, pushed it to a remote, pulled it back and unmounted, the store is 0700
-    and everything in it 0600 (0700 for directories)."""
+    and everything in it 0600 (0700 for directories). A remote directory maiffs made is 0700;
+    one made beforehand keeps its mode."""
     store = tmp_path / "store"
     store.mkdir()
     (tmp_path / "m").mkdir()
@@ -220,6 +221,12 @@ def test_store_is_private_whatever_the_umask(tmp_path):
             maiffs("pull", m.path, "r", "--quiet")
             assert os.listdir(m.path / ".snapshots") == ["s"]
             assert too_open(m.store) == []
+            assert stat.S_IMODE(os.stat(tmp_path / "remote").st_mode) == 0o700
+            shared = tmp_path / "shared-remote"
+            shared.mkdir(mode=0o770)
+            maiffs("remote", "add", m.path, "team", shared)
+            maiffs("push", m.path, "team", "--quiet")
+            assert stat.S_IMODE(shared.stat().st_mode) == 0o770  # made by its owners: kept
         assert too_open(m.store) == []
     finally:
         os.umask(previous)

@@ -24,11 +24,25 @@ class DirRemote(Remote):
         self.path = Path(path)
 
     def _put(self, key: str, data: bytes) -> None:
+        self._make_root()
         path = self.path / key
         os.rename(written_beside(path, data), path)
 
     def _put_new(self, key: str, data: bytes) -> bool:
+        self._make_root()
         return create_new(self.path / key, data)
+
+    def _make_root(self) -> None:
+        """A remote maiffs creates is private (0700, whatever the umask): it holds every file's
+        content whatever that file's mode. A directory that exists keeps its mode, so a team
+        shares a remote by making its directory with the group's rights first."""
+        if not self.path.is_dir():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.mkdir(mode=0o700)
+            except FileExistsError:
+                return  # another pusher made it first
+            os.chmod(self.path, 0o700)
 
     def _delete(self, key: str) -> None:
         try:
