@@ -94,6 +94,9 @@ async def _main(ops: Operations, service: SnapshotService, options: MountOptions
             nursery.start_soon(service.replicator.leases.run)
         await pyfuse3.main()
         await ops.shutdown()
+        if service.follower is not None:  # what the last commit stored keeps the bound too
+            service.follower.trim()
+            ops.ns.store.sync()
         nursery.cancel_scope.cancel()
 
 

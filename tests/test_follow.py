@@ -138,6 +138,15 @@ def test_the_cache_stays_within_its_bound_and_refetches(tmp_path, spot):
     assert maiffs("fsck", tmp_path / "f" / "store", check=False).returncode == 0
 
 
+def test_what_the_unmount_stores_is_trimmed_to_the_bound(tmp_path, spot):
+    """No commit runs between the read and the unmount: the unmount's own commit keeps the bound."""
+    data = os.urandom(24 << 20)
+    with one_file_followed(tmp_path, spot, data, "cache_size=8M", "commit_interval=600") as f:
+        assert (f.path / "data").read_bytes() == data
+    at_rest = json.loads(maiffs("stat", "--json", tmp_path / "f" / "store").stdout)
+    assert at_rest["stored_bytes"] <= 8 << 20
+
+
 def test_prefetch_makes_first_reads_local(tmp_path, spot):
     data = os.urandom(8 << 20)
     with one_file_followed(tmp_path, spot, data, "prefetch") as f:
