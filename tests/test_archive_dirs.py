@@ -70,6 +70,26 @@ def test_the_face_follows_the_directory_and_is_read_only(mounted):
     assert errno_of(os.truncate, mnt / "a.zip", 0) == errno.EROFS
 
 
+def test_stat_and_cp_see_a_member_written_a_moment_ago(mounted, tmp_path):
+    """Tools that take the size from stat (unzip seeks to the end, cp copies st_size bytes of
+    a file whose blocks say it is sparse) see the face as it is after each change."""
+    mnt = mounted.path
+    os.mkdir(mnt / "r.zip#")
+    for i in range(6):
+        write_file(mnt / "r.zip#" / f"a{i}", b"a%d\n" % i)
+    for i in range(5):
+        assert os.stat(mnt / "r.zip").st_size == len(read_file(mnt / "r.zip"))  # cached now
+        write_file(mnt / "r.zip#" / f"p{i}", b"p" * (100 + i))
+        st = os.stat(mnt / "r.zip")
+        assert st.st_size == len(read_file(mnt / "r.zip")) and st.st_blocks * 512 >= st.st_size
+        copy = tmp_path / f"copy{i}.zip"
+        run("cp", mnt / "r.zip", copy)
+        run("unzip", "-tq", copy)
+        run("unzip", "-tq", mnt / "r.zip")
+        with zipfile.ZipFile(copy) as z:
+            assert z.read(f"p{i}") == b"p" * (100 + i)
+
+
 def test_rm_and_mv_act_on_both_faces(mounted, tmp_path):
     mnt = mounted.path
     os.mkdir(mnt / "x.zip#")

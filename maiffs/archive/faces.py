@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import errno
 import stat
-import time
 import zlib
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -28,9 +27,6 @@ from maiffs.namespace.virtual import FACE_BASE, ZIP_BASE, VirtualTree
 
 DIR_SUFFIX = b".zip#"
 FACE_SUFFIX = b".zip"
-#: How long a face's size may be served from the last walk of its directory (the kernel caches
-#: attributes as long).
-LAYOUT_TTL = 1.0
 CRC_CACHE_ITEMS = 200_000
 _READ_STEP = 1 << 20
 
@@ -46,10 +42,14 @@ class FaceState:
 class ArchiveTree(VirtualTree):
     """The zip faces of every archive directory in the mount."""
 
+    #: a face's size and times follow its directory's members, changed under other names
+    uncached = True
+
     def __init__(self, ns: Namespace) -> None:
         super().__init__()
         self.ns = ns
-        self.layouts: dict[int, tuple[float, ZipLayout, list[int], int]] = {}
+        #: the last walk of each archive directory, with the namespace's change mark then
+        self.layouts: dict[int, tuple[tuple[int, int], ZipLayout, list[int], int]] = {}
         self.crcs: OrderedDict[tuple[int, int, int], int] = OrderedDict()
 
     def owns(self, ino: int) -> bool:
@@ -121,18 +121,20 @@ class ArchiveTree(VirtualTree):
         return ZipLayout(entries), inos, newest
 
     def _layout(self, archive: Inode, fresh: bool = False) -> tuple[ZipLayout, list[int], int]:
-        now = time.monotonic()
+        """The archive directory's layout, walked again if anything changed since the last walk."""
+        mark = self.ns.change_mark()
         cached = self.layouts.get(archive.ino)
-        if cached is None or fresh or now - cached[0] > LAYOUT_TTL:
+        if cached is None or fresh or cached[0] != mark:
             layout, inos, newest = self._walk(archive)
-            self.layouts[archive.ino] = (now, layout, inos, newest)
+            self.layouts[archive.ino] = (mark, layout, inos, newest)
             return layout, inos, newest
         return cached[1], cached[2], cached[3]
 
     def _face(self, archive: Inode, fresh: bool = False) -> Inode:
         layout, _inos, newest = self._layout(archive, fresh)
         return Inode(FACE_BASE | archive.ino, stat.S_IFREG | (archive.mode & 0o444), archive.uid,
-                     archive.gid, 1, size=layout.total_size, atime_ns=newest, mtime_ns=newest,
+                     archive.gid, 1, size=layout.total_size, allocated=layout.total_size,
+                     atime_ns=newest, mtime_ns=newest,
                      ctime_ns=max(newest, archive.ctime_ns), birth_ns=archive.birth_ns)
 
     def _archive(self, ino: int) -> Inode:

@@ -15,12 +15,13 @@ ATTR_TIMEOUT = 1.0
 DIR_SIZE = 4096
 
 
-def entry_attributes(inode: Inode) -> pyfuse3.EntryAttributes:
+def entry_attributes(inode: Inode, timeout: float = ATTR_TIMEOUT) -> pyfuse3.EntryAttributes:
+    """timeout: how long the kernel may keep the name and attributes (0: it asks every time)."""
     attr = pyfuse3.EntryAttributes()
     attr.st_ino = inode.ino
     attr.generation = 0
-    attr.entry_timeout = ATTR_TIMEOUT
-    attr.attr_timeout = ATTR_TIMEOUT
+    attr.entry_timeout = timeout
+    attr.attr_timeout = timeout
     attr.st_mode = inode.mode
     attr.st_nlink = inode.nlink
     attr.st_uid = inode.uid

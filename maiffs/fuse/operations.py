@@ -25,7 +25,7 @@ import pyfuse3
 import trio
 
 from maiffs.errors import CorruptChunk, FsError, StoreError
-from maiffs.fuse.attrs import entry_attributes
+from maiffs.fuse.attrs import ATTR_TIMEOUT, entry_attributes
 from maiffs.namespace import ROOT_INO, Namespace
 from maiffs.namespace.virtual import VIRTUAL_BASE, VirtualTree
 
@@ -124,9 +124,16 @@ class Operations(pyfuse3.Operations):
         else:
             tree.remember(ino)
 
-    def _entry(self, inode: Any) -> pyfuse3.EntryAttributes:
+    def _entry(self, inode: Any, timeout: float | None = None) -> pyfuse3.EntryAttributes:
         self._remember(inode.ino)
-        return entry_attributes(inode)
+        return self._attributes(inode, timeout)
+
+    def _attributes(self, inode: Any, timeout: float | None = None) -> pyfuse3.EntryAttributes:
+        """inode's attributes, kept by the kernel for timeout (default: as its tree allows)."""
+        if timeout is None:
+            tree = self._tree(inode.ino)
+            timeout = 0.0 if tree is not None and tree.uncached else ATTR_TIMEOUT
+        return entry_attributes(inode, timeout)
 
     def _refuse_virtual(self, parent: int, name: bytes | None = None,
                         reserved: int = errno.EEXIST) -> None:
@@ -219,10 +226,10 @@ class Operations(pyfuse3.Operations):
         except FsError as exc:
             if exc.errno != errno.ENOENT:
                 raise
-            for tree in self.trees:  # a name no directory lists, such as X.zip#
-                entered = tree.enter(parent_inode, name)
-                if entered is not None:
-                    return self._entry(entered)
+            for tree in self.trees:  # a name no directory lists, such as X.zip#: the kernel
+                entered = tree.enter(parent_inode, name)  # asks again each time, so the name
+                if entered is not None:  # follows the zip (or archive directory) behind it
+                    return self._entry(entered, timeout=0.0)
             raise
 
     async def forget(self, inode_list: list[tuple[int, int]]) -> None:
@@ -239,7 +246,7 @@ class Operations(pyfuse3.Operations):
     @_errors
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext | None = None) -> pyfuse3.EntryAttributes:
         tree = self._tree(inode)
-        return entry_attributes((tree or self.ns).getattr(inode))
+        return self._attributes((tree or self.ns).getattr(inode))
 
     @_errors
     async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,

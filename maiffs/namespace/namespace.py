@@ -82,6 +82,7 @@ class Namespace:
         self.level = level
         self.chunks = ChunkStore(cache_bytes)
         self.readahead = ReadAhead(self.chunks, store.read_in_worker)
+        self.buffered_writes = 0  # counted for change_mark
         self.files: dict[int, FileState] = {}
         self.lookups: dict[int, int] = {}
         self.orphans: set[int] = set()  # unlinked, kept while open or known to the kernel
@@ -839,7 +840,13 @@ class Namespace:
         state.size = max(state.size, off + len(data))
         state.mtime_ns = state.ctime_ns = now_ns()
         self._ids.pop(ino, None)
+        self.buffered_writes += 1
         return len(data)
+
+    def change_mark(self) -> tuple[int, int]:
+        """Moves whenever the tree may have changed (a commit, a buffered write): a view
+        derived from the tree (a zip face) is current while the mark it was made at is."""
+        return self.store.commits, self.buffered_writes
 
     def pending_bytes(self, ino: int) -> int:
         state = self.files.get(ino)

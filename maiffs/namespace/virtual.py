@@ -49,6 +49,10 @@ def daemon_owned(inode: Inode) -> Inode:
 class VirtualTree:
     """A tree of inodes the adapter serves as it serves the namespace; read-only by default."""
 
+    #: its inodes' attributes change with no request to them (a zip face follows its archive
+    #: directory), so the kernel must not keep them
+    uncached = False
+
     def __init__(self) -> None:
         self.refs: dict[int, int] = {}  # inode -> references the kernel holds
 

@@ -133,6 +133,8 @@ class Store:
         self.page_size = env.stat()["psize"]
         self.read_around = ReadAround(env, os.path.join(path, "data.mdb"))
         self.leaf_ahead = LeafAhead(os.path.join(path, "data.mdb"), self.page_size)
+        #: write transactions committed since open (views derived from the tree compare it)
+        self.commits = 0
         #: growing the map remaps the file under every open reader of this process: it waits
         #: for the readers of worker threads (read_in_worker), and new ones wait for it
         self._map_guard = threading.Condition()
@@ -282,6 +284,7 @@ class Store:
                     result = fn(txn)
                     if txn.stat_delta:
                         self._apply_stats(txn)
+                self.commits += 1
                 return result
             except lmdb.MapFullError:
                 self._grow(self.env.info()["map_size"] * 2)
