@@ -26,7 +26,7 @@ from maiffs.remotes import placement, replicas
 from maiffs.remotes import transfer
 from maiffs.remotes.lease import Holder, VolumeLease, utc
 from maiffs.remotes import verify as checks
-from maiffs.report import store_report
+from maiffs.report import daemon_stats, store_report, table
 from maiffs.store import Store
 from maiffs.store.lock import StoreLock, is_locked
 
@@ -165,7 +165,7 @@ def umount(mountpoint: str, timeout: float) -> None:
     if entry is None:
         what = "not a maiffs mount" if is_mountpoint(mountpoint) else "not mounted"
         raise StoreError(f"{mountpoint} is {what}")
-    for remote, state in _daemon_stats(entry.mountpoint).get("replication", {}).items():
+    for remote, state in daemon_stats(entry.mountpoint).get("replication", {}).items():
         if state["pending"]:
             click.echo(f"replication to {remote} not finished: {len(state['pending'])} snapshots "
                        f"pending (pushed at the next mount, or by `maiffs push`)")
@@ -181,32 +181,15 @@ def umount(mountpoint: str, timeout: float) -> None:
     click.echo(f"unmounted {entry.mountpoint}")
 
 
-def _daemon_stats(mountpoint: str | None) -> dict[str, Any]:
-    """The mounted daemon's own numbers (.maiffs/stats), or {} when there is none to ask."""
-    if mountpoint is None:
-        return {}
-    try:
-        with open(os.path.join(mountpoint, ".maiffs", "stats")) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {}
-
-
 @cli.command("stat")
 @click.argument("target", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def stat_cmd(target: str, as_json: bool) -> None:
-    """Files, bytes, dedup and compression of a store (or of the store mounted at TARGET)."""
+    """Files, directories, bytes, dedup and compression, snapshots and last commit of a store
+    (or of the store mounted at TARGET); while mounted, also its cache, replication lag and
+    follower state (docs/monitoring.md)."""
     report = store_report(resolve_store(target))
-    live = _daemon_stats(report["mounted_on"])
-    for key in ("pid", "replication", "follow"):  # what only the daemon knows
-        if live.get(key):
-            report[key] = live[key]
-    if as_json:
-        click.echo(json.dumps(report, indent=2))
-        return
-    for key, value in report.items():
-        click.echo(f"{key:18} {value}")
+    click.echo(json.dumps(report, indent=2) if as_json else "\n".join(table(report)))
 
 
 @cli.group()

@@ -1,5 +1,6 @@
-"""Progress of a long transfer on stderr: a bar redrawn in place on a terminal, a plain line
-every few seconds otherwise (logs of cron jobs and CI stay readable), nothing with --quiet.
+"""Progress of a long operation (push, pull, clone, verify, fsck, prefetch) on stderr: a bar
+redrawn in place on a terminal, a plain line every few seconds otherwise (logs of cron jobs and
+CI stay readable), nothing with --quiet.
 
 Thread-safe: uploads report from a thread of their own.
 """
@@ -16,7 +17,8 @@ REDRAW = 0.1  # seconds between redraws on a terminal
 LINE_EVERY = 5.0  # seconds between plain lines elsewhere
 
 
-def _size(n: float) -> str:
+def human_size(n: float) -> str:
+    """1536 -> '1.5 KiB'."""
     units = ("B", "KiB", "MiB", "GiB", "TiB")
     step = 0
     while n >= 1024 and step < len(units) - 1:
@@ -31,10 +33,12 @@ def _duration(seconds: float) -> str:
 
 
 class ProgressBar:
-    """Bytes and objects moved of a known total, with rate and ETA."""
+    """Bytes and items (objects, chunks, files) done of a known total, with rate and ETA."""
 
-    def __init__(self, label: str, stream: TextIO = sys.stderr, quiet: bool = False) -> None:
+    def __init__(self, label: str, stream: TextIO = sys.stderr, quiet: bool = False,
+                 items: str = "objects") -> None:
         self.label = label
+        self.items = items
         self.stream = stream
         self.quiet = quiet
         self.tty = stream.isatty()
@@ -64,14 +68,19 @@ class ProgressBar:
     def line(self) -> str:
         """The state as one line (what the bar shows)."""
         elapsed = max(time.monotonic() - self.started, 1e-6)
-        rate = self.done_bytes / elapsed
-        share = self.done_bytes / self.total_bytes if self.total_bytes else 1.0
-        left = (self.total_bytes - self.done_bytes) / rate if rate > 0 else 0.0
+        # by bytes where there are any to go by (items differ in size), else by items
+        done, total = ((self.done_bytes, self.total_bytes) if self.total_bytes
+                       else (self.done_items, self.total_items))
+        share = min(done / total, 1.0) if total else 1.0
+        left = (total - done) * elapsed / done if done and total > done else 0.0
         filled = int(share * BAR)
-        return (f"{self.label} [{'#' * filled}{'.' * (BAR - filled)}] {share:4.0%} "
-                f"{_size(self.done_bytes)}/{_size(self.total_bytes)} "
-                f"{self.done_items:,}/{self.total_items:,} objects "
-                f"{_size(rate)}/s ETA {_duration(left)}")
+        sizes = (f"{human_size(self.done_bytes)}/{human_size(self.total_bytes)} "
+                 if self.total_bytes else "")
+        speed = (f"{human_size(self.done_bytes / elapsed)}/s" if self.total_bytes
+                 else f"{self.done_items / elapsed:,.0f} {self.items}/s")
+        return (f"{self.label} [{'#' * filled}{'.' * (BAR - filled)}] {share:4.0%} {sizes}"
+                f"{self.done_items:,}/{self.total_items:,} {self.items} {speed} "
+                f"ETA {_duration(left)}")
 
     def _show(self, force: bool = False) -> None:
         if self.quiet:
