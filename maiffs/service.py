@@ -65,10 +65,11 @@ class SnapshotService:
             _forget_attributes(result["parent"])
         return answer
 
-    def stats(self) -> dict[str, Any]:
-        """`.maiffs/stats`: the store's numbers and the daemon's own (report.py)."""
+    def stats(self, tree: bool = True) -> dict[str, Any]:
+        """`.maiffs/stats`: the store's numbers and the daemon's own (report.py); without
+        tree, no files and directories apart (the metrics, scraped often, skip that scan)."""
         ns = self.snapshots.ns
-        return {**store_numbers(self.snapshots.store),
+        return {**store_numbers(self.snapshots.store, tree),
                 **daemon_numbers(ns.chunks.cache, len(ns.files), self.replicator, self.follower)}
 
     async def auto_snapshots(self, options: MountOptions) -> None:
