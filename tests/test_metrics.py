@@ -93,7 +93,7 @@ def test_metrics_count_what_the_mount_did(tmp_path):
         after_reread['maiffs_fuse_operation_seconds_count{op="read"}']
 
 
-def test_no_option_no_listener_and_loopback_by_default(tmp_path):
+def test_no_option_no_listener_and_loopback_unless_a_host_is_named(tmp_path):
     (tmp_path / "a").mkdir()
     with mount_session(tmp_path / "a") as m:
         (m.path / "f").write_text("x")
@@ -103,6 +103,9 @@ def test_no_option_no_listener_and_loopback_by_default(tmp_path):
     with mount_session(tmp_path / "b", [f"metrics={port}"]) as m:
         assert listening(m.daemon_pid()) == {("127.0.0.1", port)}
         assert scrape(port)["maiffs_store_inodes"] == 1
+    (tmp_path / "c").mkdir()
+    with mount_session(tmp_path / "c", [f"metrics=0.0.0.0:{port}"]) as m:  # as named
+        assert listening(m.daemon_pid()) == {("0.0.0.0", port)}
 
 
 def test_replication_lag_per_remote(tmp_path):
