@@ -20,13 +20,13 @@ from maiffs.errors import FsError, StoreError
 from maiffs.malloc import keep_freed_memory
 from maiffs.mounts import find_mount, is_mountpoint, maiffs_mounts, path_in_mount, resolve_store
 from maiffs.options import MountOptions, documented
-from maiffs.progress import ProgressBar
+from maiffs.progress import ProgressBar, progress_bar
 from maiffs.remotes import config as remotes
 from maiffs.remotes import placement, replicas
 from maiffs.remotes import transfer
 from maiffs.remotes.lease import Holder, VolumeLease, utc
 from maiffs.remotes import verify as checks
-from maiffs.report import store_report
+from maiffs.report import daemon_stats, store_report, table
 from maiffs.store import Store
 from maiffs.store.lock import StoreLock, is_locked
 
@@ -165,7 +165,7 @@ def umount(mountpoint: str, timeout: float) -> None:
     if entry is None:
         what = "not a maiffs mount" if is_mountpoint(mountpoint) else "not mounted"
         raise StoreError(f"{mountpoint} is {what}")
-    for remote, state in _daemon_stats(entry.mountpoint).get("replication", {}).items():
+    for remote, state in daemon_stats(entry.mountpoint).get("replication", {}).items():
         if state["pending"]:
             click.echo(f"replication to {remote} not finished: {len(state['pending'])} snapshots "
                        f"pending (pushed at the next mount, or by `maiffs push`)")
@@ -181,32 +181,15 @@ def umount(mountpoint: str, timeout: float) -> None:
     click.echo(f"unmounted {entry.mountpoint}")
 
 
-def _daemon_stats(mountpoint: str | None) -> dict[str, Any]:
-    """The mounted daemon's own numbers (.maiffs/stats), or {} when there is none to ask."""
-    if mountpoint is None:
-        return {}
-    try:
-        with open(os.path.join(mountpoint, ".maiffs", "stats")) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {}
-
-
 @cli.command("stat")
 @click.argument("target", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def stat_cmd(target: str, as_json: bool) -> None:
-    """Files, bytes, dedup and compression of a store (or of the store mounted at TARGET)."""
+    """Files, directories, bytes, dedup and compression, snapshots and last commit of a store
+    (or of the store mounted at TARGET); while mounted, also its cache, replication lag and
+    follower state (docs/monitoring.md)."""
     report = store_report(resolve_store(target))
-    live = _daemon_stats(report["mounted_on"])
-    for key in ("pid", "replication", "follow"):  # what only the daemon knows
-        if live.get(key):
-            report[key] = live[key]
-    if as_json:
-        click.echo(json.dumps(report, indent=2))
-        return
-    for key, value in report.items():
-        click.echo(f"{key:18} {value}")
+    click.echo(json.dumps(report, indent=2) if as_json else "\n".join(table(report)))
 
 
 @cli.group()
@@ -353,11 +336,16 @@ def remote_takeover(store: str, name: str) -> None:
                f"{lease.holder.id} holds it until {utc(lease.expires_ns)}")
 
 
+def quiet_option(command: Callable[..., None]) -> Callable[..., None]:
+    """--quiet, shared by the commands that show progress (progress.py)."""
+    return click.option("--quiet", "-q", is_flag=True, help="No progress display.")(command)
+
+
 def transfer_options(command: Callable[..., None]) -> Callable[..., None]:
     """--json and --quiet, shared by the commands that move snapshots."""
     command = click.option("--json", "as_json", is_flag=True,
                            help="Print the result as JSON (what was moved).")(command)
-    return click.option("--quiet", "-q", is_flag=True, help="No progress display.")(command)
+    return quiet_option(command)
 
 
 def _report(verb: str, name: str, stats: transfer.TransferStats, as_json: bool) -> None:
@@ -484,8 +472,9 @@ def clone(url: str, store: str, as_json: bool, quiet: bool) -> None:
                    "chunks with fewer good copies on the reachable ones; --repair adds copies "
                    "where placement wants them.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of lines.")
+@quiet_option
 def verify(store: str, remote_names: tuple[str, ...], sample: float, repair: bool,
-           copies: int | None, as_json: bool) -> None:
+           copies: int | None, as_json: bool, quiet: bool) -> None:
     """Hash every object and chunk of STORE (and of remotes), report what is missing or
     corrupt where; exit 1 if anything is left unrepaired."""
     path = resolve_store(store)
@@ -493,16 +482,19 @@ def verify(store: str, remote_names: tuple[str, ...], sample: float, repair: boo
     if copies is not None:
         placement.check_copies(copies, remote_names)
     with commands.reading(store) as snaps:
-        report = checks.local_damage(snaps.store, sample)
+        with progress_bar("verify local", quiet, "chunks+objects") as bar:
+            report = checks.local_damage(snaps.store, sample, progress=bar)
         if copies is not None:
-            group = replicas.group_damage(named, copies, sample)
+            with progress_bar(f"verify {','.join(named)}", quiet, "chunks") as bar:
+                group = replicas.group_damage(named, copies, sample, progress=bar)
             report.checked += group.report.checked
             report.problems += group.report.problems
             if repair:
                 replicas.repair_group(snaps.store, named, group)
         else:
             for name, remote in named.items():
-                found = checks.remote_damage(remote, name, sample)
+                with progress_bar(f"verify {name}", quiet, "chunks") as bar:
+                    found = checks.remote_damage(remote, name, sample, progress=bar)
                 report.checked += found.checked
                 report.problems += found.problems
                 if repair:
@@ -531,6 +523,30 @@ def verify(store: str, remote_names: tuple[str, ...], sample: float, repair: boo
         sys.exit(1)
 
 
+@cli.command("prefetch")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@quiet_option
+def prefetch_cmd(paths: tuple[str, ...], as_json: bool, quiet: bool) -> None:
+    """Read the files at PATHS (in a follower mount) so that its store holds their data: later
+    reads are local, even with the remote away. Exit 1 if a file could not be read."""
+    from maiffs import prefetch
+
+    todo = prefetch.plan(list(paths))
+    for warning in todo.warnings:
+        click.echo(f"maiffs: warning: {warning}", err=True)
+    with progress_bar("prefetch", quiet, "files") as bar:
+        read, failed = prefetch.read_through(todo.files, bar)
+    for why in failed:
+        click.echo(f"maiffs: {why}", err=True)
+    done = {"files": len(todo.files) - len(failed), "bytes": read, "failed": len(failed)}
+    click.echo(json.dumps(done) if as_json else
+               f"prefetched {done['files']} files ({done['bytes']} bytes)"
+               + (f"; {len(failed)} could not be read" if failed else ""))
+    if failed:
+        sys.exit(1)
+
+
 def _all_remotes(store: str) -> dict[str, Any]:
     return {name: remotes.open_remote(url, store) for name, url in remotes.load(store).items()}
 
@@ -540,11 +556,13 @@ def _all_remotes(store: str) -> dict[str, Any]:
 @click.option("--repair", is_flag=True,
               help="Fix what can be fixed; data in corrupt or missing chunks is lost (reads as zeros).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of lines.")
-def fsck_cmd(store: str, repair: bool, as_json: bool) -> None:
+@quiet_option
+def fsck_cmd(store: str, repair: bool, as_json: bool, quiet: bool) -> None:
     """Check every invariant of STORE (not mounted); exit 1 if problems remain."""
     from maiffs.fsck import fsck
 
-    report = fsck(resolve_store(store), repair=repair)
+    with progress_bar("fsck", quiet, "chunks") as bar:
+        report = fsck(resolve_store(store), repair=repair, progress=bar)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:

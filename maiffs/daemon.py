@@ -12,6 +12,7 @@ import os
 import signal
 import stat
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import pyfuse3
 import trio
@@ -34,6 +35,9 @@ from maiffs.snapshots.manager import Snapshots
 from maiffs.snapshots.view import SnapshotTree
 from maiffs.store import Store
 from maiffs.store.lock import StoreLock
+
+if TYPE_CHECKING:  # imported only with -o metrics (prometheus_client)
+    from maiffs.fuse.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +84,10 @@ async def _signal_watch() -> None:
             return
 
 
-async def _main(ops: Operations, service: SnapshotService, options: MountOptions) -> None:
+async def _main(ops: Operations, service: SnapshotService, options: MountOptions,
+                metrics: Metrics | None) -> None:
+    if metrics is not None:  # its scrapes read the daemon's numbers on this thread
+        metrics.attach(trio.lowlevel.current_trio_token())
     async with trio.open_nursery() as nursery:
         ops.nursery = nursery
         nursery.start_soon(_commit_loop, ops, options.commit_interval, service.follower)
@@ -106,6 +113,7 @@ def serve(store_path: str, mountpoint: str, options: MountOptions,
     store_path, mountpoint = os.path.abspath(store_path), os.path.abspath(mountpoint)
     lock = store = None
     replicator: Replicator | None = None
+    metrics: Metrics | None = None
     mounted = False
     try:
         check_mountpoint(mountpoint, options.nonempty)
@@ -127,6 +135,11 @@ def serve(store_path: str, mountpoint: str, options: MountOptions,
             SnapshotTree(service.snapshots, service.take, service.drop),
             ControlTree(service.snapshots, service.stats, service.run),
             ZipTree(ns), ArchiveTree(ns)])
+        if options.metrics:  # off: nothing wrapped, nothing imported
+            from maiffs.fuse.metrics import Metrics
+            metrics = Metrics(lambda: service.stats(tree=False))
+            metrics.instrument(ops)
+            metrics.serve(*options.metrics)
         fuse_options = set(pyfuse3.default_options) | {f"fsname={store_path}", "subtype=maiffs"}
         if options.allow_other:
             fuse_options.add("allow_other")
@@ -141,13 +154,15 @@ def serve(store_path: str, mountpoint: str, options: MountOptions,
         mounted = True
         log.info("mounted %s on %s", store_path, mountpoint)
         ready(None)
-        trio.run(_main, ops, service, options)
+        trio.run(_main, ops, service, options, metrics)
     except StoreError as exc:
         ready(str(exc))
         raise
     finally:
         if mounted:
             pyfuse3.close(unmount=True)
+        if metrics is not None:
+            metrics.close()
         if replicator is not None:
             replicator.leases.release()
         if store is not None:

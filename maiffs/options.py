@@ -67,6 +67,10 @@ class MountOptions:
                                 "(tree objects and refs to all)", "N")
     lease: float = option(DEFAULT_TTL, "seconds the volume lease of a replicate= remote lives "
                           "unrenewed", "SECONDS")
+    metrics: tuple[str, int] | None = option(None, "serve Prometheus metrics (request counts "
+                                             "and latencies, bytes, cache hits, replication "
+                                             "lag) on this address; HOST defaults to "
+                                             "127.0.0.1 (docs/monitoring.md)", "[HOST:]PORT")
 
     @property
     def memory_cache(self) -> int:
@@ -97,6 +101,8 @@ class MountOptions:
                         out.snapshot_every = parse_interval(value)
                     elif key == "keep":
                         out.keep = parse_policy(value)
+                    elif key == "metrics":
+                        out.metrics = parse_listen(value)
                     elif key == "replicate":
                         out.replicate = tuple(filter(None, value.split(",")))
                     else:
@@ -150,6 +156,15 @@ def _shown(default: Any) -> str:
     if isinstance(default, float) and default.is_integer():
         return str(int(default))
     return str(default)
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """'9100' or ':9100' -> ('127.0.0.1', 9100): loopback unless a host is named ('HOST:PORT',
+    '[::1]:PORT')."""
+    host, _, port = text.rpartition(":")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise StoreError(f"{text!r} is not [HOST:]PORT with a port from 1 to 65535")
+    return host.removeprefix("[").removesuffix("]") or "127.0.0.1", int(port)
 
 
 def _items(spec: str, options: set[str]) -> list[tuple[str, str]]:

@@ -100,8 +100,11 @@ class Replicator:
             log.warning("replication to %s failed: %s", name, self.errors[name])
 
     def status(self) -> dict[str, Any]:
+        """Per remote: the snapshots it lacks and how many, and the lag: the age of the oldest
+        of them (what was written since then is on no remote yet; 0 when up to date)."""
         now = time.time_ns()
         return {name: {"pending": sorted(self.pending[name]),
+                       "snapshots_behind": len(self.pending[name]),
                        "lag_seconds": round((now - min(self.pending[name].values())) / 1e9, 1)
                        if self.pending[name] else 0.0,
                        "last_error": self.errors.get(name),

@@ -22,7 +22,7 @@ from maiffs.errors import FsError, StoreError
 from maiffs.fuse.operations import Operations
 from maiffs.options import MountOptions
 from maiffs.replication import Replicator
-from maiffs.report import store_numbers
+from maiffs.report import daemon_numbers, store_numbers
 from maiffs.snapshots.manager import SnapshotInfo, Snapshots
 from maiffs.snapshots.retention import auto_name, to_prune
 from maiffs.snapshots.view import SNAPDIR_INO
@@ -65,16 +65,12 @@ class SnapshotService:
             _forget_attributes(result["parent"])
         return answer
 
-    def stats(self) -> dict[str, Any]:
-        numbers = store_numbers(self.snapshots.store)
-        cache = self.snapshots.ns.chunks.cache
-        numbers.update(pid=os.getpid(), open_files=len(self.snapshots.ns.files),
-                       chunk_cache_bytes=cache.bytes, chunk_cache_hits=cache.hits,
-                       chunk_cache_misses=cache.misses,
-                       replication=self.replicator.status() if self.replicator else {})
-        if self.follower is not None:
-            numbers["follow"] = self.follower.status()
-        return numbers
+    def stats(self, tree: bool = True) -> dict[str, Any]:
+        """`.maiffs/stats`: the store's numbers and the daemon's own (report.py); without
+        tree, no files and directories apart (the metrics, scraped often, skip that scan)."""
+        ns = self.snapshots.ns
+        return {**store_numbers(self.snapshots.store, tree),
+                **daemon_numbers(ns.chunks.cache, len(ns.files), self.replicator, self.follower)}
 
     async def auto_snapshots(self, options: MountOptions) -> None:
         """Every snapshot_every seconds: snapshot, then prune by the keep policy."""

@@ -229,7 +229,7 @@ def assert_consistent(m: MaiffsMount) -> None:
     """The store's counters agree with the tree (nothing leaked, nothing counted twice)."""
     inodes, logical = read_everything(m.path)
     report = json.loads(maiffs("stat", "--json", m.path).stdout)
-    assert (report["files"], report["logical_bytes"]) == (inodes, logical), report
+    assert (report["inodes"], report["logical_bytes"]) == (inodes, logical), report
 
 
 def assert_still_works(m: MaiffsMount, tag: str) -> None:

@@ -373,7 +373,7 @@ def test_unlink_open_file_stays_usable_then_space_returns(mounted):
              "referenced bytes back to 0 after the last close of an unlinked file", limit=20)
     report = store_stat(mounted.path)
     assert report["stored_bytes"] == 0
-    assert report["files"] == 1  # the root only
+    assert report["inodes"] == 1  # the root only
     mounted.remount()
     assert os.listdir(mounted.path) == []
 

@@ -121,7 +121,7 @@ def test_a_format_1_store_is_upgraded_when_mounted(tmp_path):
         env.close()
 
         report = json.loads(maiffs("stat", "--json", m.store).stdout)  # read-only open of format 1
-        assert report["files"] == FILES + 30 + 2 and report["snapshots"] == 0
+        assert report["inodes"] == FILES + 30 + 2 and report["snapshots"] == 0
 
         m.mount()
         assert tree_of(m.path / "t") == expected

@@ -430,7 +430,7 @@ def test_editor_save_by_rename(mounted):
     assert target.read_text() == content
     assert stat.S_IMODE(os.stat(target).st_mode) == 0o640
     report = json.loads(maiffs("stat", "--json", mounted.path).stdout)
-    assert report["files"] == 3, report  # root, docs, notes.txt: the replaced versions are freed
+    assert report["inodes"] == 3, report  # root, docs, notes.txt: the replaced versions are freed
     assert report["logical_bytes"] == len(content), report
     assert_clean_log(mounted)
 
@@ -543,4 +543,4 @@ def test_stress_ng(mounted, tmp_path, group):
     mounted.remount()
     assert (mounted.path / "after").read_bytes() == b"still alive\n" * 1000
     report = json.loads(maiffs("stat", "--json", mounted.path).stdout)
-    assert (report["files"], report["logical_bytes"]) == _walk_inodes(mounted.path), report
+    assert (report["inodes"], report["logical_bytes"]) == _walk_inodes(mounted.path), report

@@ -45,19 +45,21 @@ from __future__ import annotations
 
 from maiffs.fsck.checker import check_and_repair
 from maiffs.fsck.report import Finding, Report
+from maiffs.progress import Progress
 from maiffs.store.env import Store
 from maiffs.store.lock import StoreLock
 
 __all__ = ["fsck", "Finding", "Report"]
 
 
-def fsck(store_path: str, repair: bool = False) -> Report:
-    """Check a store no daemon has mounted (StoreError if one has); with repair, fix it."""
+def fsck(store_path: str, repair: bool = False, progress: Progress | None = None) -> Report:
+    """Check a store no daemon has mounted (StoreError if one has); with repair, fix it.
+    progress is told of the chunks verified (the part that takes time in proportion to data)."""
     store = Store.open(store_path, readonly=not repair)
     lock = None
     try:
         lock = StoreLock(store_path, "fsck --repair" if repair else "fsck")
-        return check_and_repair(store, repair)
+        return check_and_repair(store, repair, progress)
     finally:
         store.close()
         if lock is not None:

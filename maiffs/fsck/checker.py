@@ -16,15 +16,17 @@ from maiffs.fsck.tree_checks import TreeChecks
 from maiffs.fsck.words import count, show_key
 from maiffs.namespace.namespace import FIRST_COOKIE
 from maiffs.namespace.records import ROOT_INO, key_ino
+from maiffs.progress import Progress
 from maiffs.store.chunks import REF_RECORD
 from maiffs.store.env import STAT_FIELDS, STATS_RECORD, Store, Txn
 
 
-def check_and_repair(store: Store, repair: bool) -> Report:
+def check_and_repair(store: Store, repair: bool, progress: Progress | None = None) -> Report:
     """One pass over a consistent snapshot; with repair and findings, write the plan (all or
     nothing) and report what a second pass still finds."""
     with store.read() as txn:
-        checker = Checker(load(txn), txn, verify_chunks=True, store_format=store.format)
+        checker = Checker(load(txn), txn, verify_chunks=True, store_format=store.format,
+                          progress=progress)
         findings = checker.run()
     model = checker.model
     remaining: list[Finding] = []
@@ -41,12 +43,13 @@ class Checker:
     """Runs the checks in dependency order over one model (see the package docstring); the
     checks of each area share the model, the findings and what the records imply as found."""
 
-    def __init__(self, model: Model, txn: Txn, verify_chunks: bool, store_format: int) -> None:
+    def __init__(self, model: Model, txn: Txn, verify_chunks: bool, store_format: int,
+                 progress: Progress | None = None) -> None:
         self.model = model
         self.findings = Findings(walk(model, children_of(model), ROOT_INO, "/"))
         self.report = self.findings.report
         self.found = AsFound.of(model)
-        self.chunks = ChunkChecks(model, txn, self.findings, self.found, verify_chunks)
+        self.chunks = ChunkChecks(model, txn, self.findings, self.found, verify_chunks, progress)
         self.namespace = NamespaceChecks(model, self.findings, self.chunks)
         self.trees = TreeChecks(model, txn, self.findings, self.found, self.chunks, store_format)
 

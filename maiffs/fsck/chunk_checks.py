@@ -10,6 +10,7 @@ from maiffs.errors import CorruptChunk
 from maiffs.fsck.found import AsFound
 from maiffs.fsck.model import ChunkLengths, Model
 from maiffs.fsck.report import Findings
+from maiffs.progress import Progress
 from maiffs.store.chunks import EVICTED, ChunkStore, PreparedChunk, decode_chunk
 from maiffs.store.env import Txn
 
@@ -18,13 +19,14 @@ class ChunkChecks:
     """Verifies the chunks; then says whether an extent's chunk is usable, and reads it."""
 
     def __init__(self, model: Model, txn: Txn, findings: Findings, found: AsFound,
-                 verify: bool) -> None:
+                 verify: bool, progress: Progress | None = None) -> None:
         self.model = model
         self.txn = txn
         self.report = findings.report
         self.found = found
         #: False on the second pass after a repair: chunk data was verified by the first.
         self.verify = verify
+        self.progress = progress  # told of each chunk read
         self.good: ChunkLengths = {}  # usable chunk -> (raw, stored length)
         self.broken: dict[bytes, str] = {}  # chunk id -> why its data is unusable
 
@@ -32,8 +34,14 @@ class ChunkChecks:
         """Every chunk must decode to bytes matching its id; one that is missing is as bad."""
         lengths = {cid: n for obj in self.found.tree.values() for _o, cid, n in obj.extents}
         lengths.update((cid, n) for exts in self.model.extents.values() for cid, n in exts.values())
-        for cid in sorted(self.model.chunk_ids):
+        present = sorted(self.model.chunk_ids)
+        stored = {cid: self.model.refs[cid][2] if cid in self.model.refs else 0 for cid in present}
+        if self.progress is not None:
+            self.progress.start(sum(stored.values()), len(present))
+        for cid in present:
             self._chunk(cid, lengths.get(cid))
+            if self.progress is not None:
+                self.progress.advance(stored[cid], 1)
         for cid in sorted(set(self.model.refs) - self.model.chunk_ids):
             raw_len, stored = self.model.refs[cid][1:]
             if stored == EVICTED:  # a cache store's: its remote holds the data

@@ -17,10 +17,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from maiffs.errors import CorruptChunk, StoreError
+from maiffs.progress import Progress
 from maiffs.remotes import placement
 from maiffs.remotes.base import Remote
 from maiffs.remotes.packs import CHUNK
-from maiffs.remotes.verify import Problem, Report, chosen, fetch_problem, remote_tree, repair_remote
+from maiffs.remotes.verify import (Problem, Report, chosen, fetch_counted, fetch_problem, remote_tree,
+                                   repair_remote)
 from maiffs.store.env import Store
 
 
@@ -31,7 +33,7 @@ class GroupReport:
 
 
 def group_damage(group: dict[str, Remote], copies: int, sample: float = 1.0,
-                 seed: int | None = None) -> GroupReport:
+                 seed: int | None = None, progress: Progress | None = None) -> GroupReport:
     """The group's unreachable members, bad objects and chunk copies, and the members each
     under-replicated chunk (or a sample of the chunks) should gain a copy on."""
     problems: list[Problem] = []
@@ -52,14 +54,15 @@ def group_damage(group: dict[str, Remote], copies: int, sample: float = 1.0,
     holders: dict[bytes, set[str]] = {cid: set() for cid in chosen(list(wanted), sample,
                                                                    random.Random(seed))}
     damaged: set[tuple[str, bytes]] = set()
-    for name, remote in reachable.items():
-        for cid, got in remote.fetch_chunks([cid for cid in holders if remote.has(CHUNK, cid)]):
-            checked += 1
-            if isinstance(got, tuple):
-                holders[cid].add(name)
-            else:
-                problems.append(fetch_problem(name, cid, got))
-                damaged.add((name, cid))
+    names = {remote: name for name, remote in reachable.items()}
+    to_fetch = {remote: [cid for cid in holders if remote.has(CHUNK, cid)] for remote in names}
+    for remote, cid, got in fetch_counted(to_fetch, progress):
+        checked += 1
+        if isinstance(got, tuple):
+            holders[cid].add(names[remote])
+        else:
+            problems.append(fetch_problem(names[remote], cid, got))
+            damaged.add((names[remote], cid))
     for cid, held in holders.items():
         if len(held) < copies:
             problems += [Problem(name, "chunk", cid.hex(),

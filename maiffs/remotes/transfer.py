@@ -18,23 +18,15 @@ from __future__ import annotations
 import errno
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 from maiffs.errors import CorruptChunk, FsError, StoreError
+from maiffs.progress import Progress
 from maiffs.remotes.base import Remote
 from maiffs.remotes.packs import CHUNK, OBJECT
 from maiffs.snapshots.manager import Snapshots, name_key
 from maiffs.snapshots.objects import TreeObject
 from maiffs.store.chunks import REF_RECORD
 from maiffs.store.env import Txn
-
-
-class Progress(Protocol):
-    """Told how much there is to move, then how much has moved (bytes, objects and chunks)."""
-
-    def start(self, total_bytes: int, total_items: int) -> None: ...
-
-    def advance(self, nbytes: int, items: int) -> None: ...
 
 
 @dataclass

@@ -8,11 +8,13 @@ BLAKE3 of their encoding), so a copy that passes is good wherever it came from.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 from maiffs.errors import CorruptChunk, StoreError
-from maiffs.remotes.base import Remote, RemoteDamage
+from maiffs.progress import Progress
+from maiffs.remotes.base import ChunkResult, Remote, RemoteDamage
+from maiffs.remotes.packs import CHUNK
 from maiffs.snapshots.objects import TreeObject, object_id
 from maiffs.store.chunks import EVICTED, REF_RECORD, ChunkStore, decode_chunk
 from maiffs.store.env import Store, Txn
@@ -44,21 +46,29 @@ def chosen(ids: list[bytes], sample: float, rng: random.Random) -> list[bytes]:
     return ids if sample >= 1 else [i for i in ids if rng.random() < sample]
 
 
-def local_damage(store: Store, sample: float = 1.0, seed: int | None = None) -> Report:
+def local_damage(store: Store, sample: float = 1.0, seed: int | None = None,
+                 progress: Progress | None = None) -> Report:
     """Every chunk and tree object of the store (or a sample) that fails its id."""
     rng = random.Random(seed)
     problems = []
     with store.read() as txn:
-        chunk_ids = chosen([bytes(k) for k, _ in txn.prefix_items("chunkrefs", b"")], sample, rng)
+        stored = {bytes(k): REF_RECORD.unpack(v)[2] for k, v in txn.prefix_items("chunkrefs", b"")}
+        chunk_ids = chosen(list(stored), sample, rng)
         object_ids = chosen([bytes(k) for k, _ in txn.prefix_items("objects", b"")], sample, rng)
+        if progress is not None:
+            progress.start(sum(stored[cid] for cid in chunk_ids), len(chunk_ids) + len(object_ids))
         for cid in chunk_ids:
             why = _chunk_problem(txn, cid)
             if why:
                 problems.append(Problem("local", "chunk", cid.hex(), why))
+            if progress is not None:
+                progress.advance(stored[cid], 1)
         for oid in object_ids:
             encoded = bytes(txn.get("objects", oid) or b"")
             if object_id(encoded) != oid:
                 problems.append(Problem("local", "object", oid.hex(), "does not match its id"))
+            if progress is not None:
+                progress.advance(0, 1)
     return Report(len(chunk_ids) + len(object_ids), problems)
 
 
@@ -76,15 +86,30 @@ def _chunk_problem(txn: Txn, cid: bytes) -> str | None:
 
 
 def remote_damage(remote: Remote, name: str, sample: float = 1.0,
-                  seed: int | None = None) -> Report:
+                  seed: int | None = None, progress: Progress | None = None) -> Report:
     """Every object and chunk the remote's snapshots need (or a sample of the chunks) that is
     missing there or fails its id."""
     objects, problems, chunks = remote_tree(remote, name)
     picked = chosen(chunks, sample, random.Random(seed))
-    for cid, found in remote.fetch_chunks(picked):
+    for _remote, cid, found in fetch_counted({remote: picked}, progress):
         if not isinstance(found, tuple):
             problems.append(fetch_problem(name, cid, found))
     return Report(objects + len(picked), problems)
+
+
+def fetch_counted(wanted: dict[Remote, list[bytes]],
+                  progress: Progress | None) -> Iterator[tuple[Remote, bytes, ChunkResult]]:
+    """fetch_chunks of each remote's wanted chunks in turn, with the remote, told to progress
+    (the sizes to go by are the stored ones the remotes' indexes give)."""
+    if progress is not None:
+        progress.start(sum(places[0].length for remote, cids in wanted.items() for cid in cids
+                           if (places := remote.catalog().where(CHUNK, cid))),
+                       sum(map(len, wanted.values())))
+    for remote, cids in wanted.items():
+        for cid, found in remote.fetch_chunks(cids):
+            if progress is not None:
+                progress.advance(len(found[1]) if isinstance(found, tuple) else 0, 1)
+            yield remote, cid, found
 
 
 def remote_tree(remote: Remote, name: str) -> tuple[int, list[Problem], list[bytes]]:
