@@ -40,6 +40,8 @@ if TYPE_CHECKING:  # imported only with -o metrics (prometheus_client)
     from maiffs.fuse.metrics import Metrics
 
 log = logging.getLogger(__name__)
+#: How long `mount --follow` waits for the first look at the remote before it returns anyway
+FIRST_LOOK_S = 30.0
 
 
 def check_mountpoint(mountpoint: str, nonempty: bool = False) -> None:
@@ -84,8 +86,18 @@ async def _signal_watch() -> None:
             return
 
 
+async def _report_ready(follower: Follower | None, ready: Callable[[str | None], None]) -> None:
+    """Say the mount is up; a follower's once it shows the remote's newest snapshot (or has
+    found the remote away), so that what runs after `maiffs mount --follow` sees it, unless
+    that takes longer than FIRST_LOOK_S."""
+    if follower is not None:
+        with trio.move_on_after(FIRST_LOOK_S):
+            await follower.looked.wait()
+    ready(None)
+
+
 async def _main(ops: Operations, service: SnapshotService, options: MountOptions,
-                metrics: Metrics | None) -> None:
+                metrics: Metrics | None, ready: Callable[[str | None], None]) -> None:
     if metrics is not None:  # its scrapes read the daemon's numbers on this thread
         metrics.attach(trio.lowlevel.current_trio_token())
     async with trio.open_nursery() as nursery:
@@ -93,6 +105,7 @@ async def _main(ops: Operations, service: SnapshotService, options: MountOptions
         nursery.start_soon(_commit_loop, ops, options.commit_interval, service.follower)
         if service.follower is not None:
             nursery.start_soon(service.follower.run)
+        nursery.start_soon(_report_ready, service.follower, ready)
         nursery.start_soon(_signal_watch)
         if options.snapshot_every:
             nursery.start_soon(service.auto_snapshots, options)
@@ -153,8 +166,7 @@ def serve(store_path: str, mountpoint: str, options: MountOptions,
             raise StoreError(f"cannot mount on {mountpoint}: {exc}") from None
         mounted = True
         log.info("mounted %s on %s", store_path, mountpoint)
-        ready(None)
-        trio.run(_main, ops, service, options, metrics)
+        trio.run(_main, ops, service, options, metrics, ready)
     except StoreError as exc:
         ready(str(exc))
         raise

@@ -56,6 +56,8 @@ class Follower:
         self.switched_ns = 0
         self.evictions = 0
         self.last_error: str | None = None
+        #: set once the first look at the remote is done (showing its newest snapshot, or not)
+        self.looked = trio.Event()
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
@@ -68,6 +70,7 @@ class Follower:
                 except (StoreError, FsError, OSError) as exc:  # a remote away for a while
                     self.last_error = str(exc)
                     log.warning("follow %s: %s", self.url, exc)
+                self.looked.set()
                 await trio.sleep(self.every)
 
     def read_ahead(self, cids: list[bytes]) -> None:

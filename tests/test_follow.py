@@ -121,6 +121,24 @@ def test_followers_show_the_newest_snapshot_and_switch(tmp_path, spot):
         assert maiffs("fsck", m.store, check=False).returncode == 0
 
 
+def test_mount_follow_returns_showing_the_newest_snapshot(tmp_path, spot):
+    """What runs right after `maiffs mount --follow` sees the remote's newest snapshot."""
+    w = writer(tmp_path, spot)
+    mounts = [w]
+    try:
+        (w.path / "d").mkdir()
+        for i in range(5000):
+            (w.path / "d" / f"f{i}").write_text(str(i))
+        pushed(w, spot, "v1")
+        f = follower(tmp_path, "f", spot)
+        mounts.append(f)
+        assert len(os.listdir(f.path / "d")) == 5000  # no wait
+        assert status(f)["showing"] == "v1"
+    finally:
+        for m in mounts:
+            m.cleanup()
+
+
 def test_the_cache_stays_within_its_bound_and_refetches(tmp_path, spot):
     data = os.urandom(72 << 20)  # more than the follower's 64 MiB of memory cache
     with one_file_followed(tmp_path, spot, data, "cache_size=16M") as f:
