@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from maiffs import __version__, commands
+from maiffs import __version__, commands, logs
 from maiffs.errors import FsError, StoreError
 from maiffs.malloc import keep_freed_memory
 from maiffs.mounts import find_mount, is_mountpoint, maiffs_mounts, path_in_mount, resolve_store
@@ -31,7 +31,6 @@ from maiffs.store import Store
 from maiffs.store.lock import StoreLock, is_locked
 
 log = logging.getLogger("maiffs")
-QUIET_LIBRARIES = ("botocore", "boto3", "s3transfer", "urllib3")
 
 
 class _Group(click.Group):
@@ -59,28 +58,16 @@ def mkfs(store: str) -> None:
     click.echo(f"created store {os.path.abspath(store)}")
 
 
-def _log_to(store: str, foreground: bool, debug: bool) -> None:
-    level = logging.DEBUG if debug else logging.INFO
-    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    if foreground:
-        logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
-    elif os.path.isdir(store):
-        log_file = os.path.join(store, "maiffs.log")
-        os.close(os.open(log_file, os.O_WRONLY | os.O_CREAT, 0o600))  # private, whatever the umask
-        logging.basicConfig(level=level, format=fmt, filename=log_file)
-    for chatty in QUIET_LIBRARIES:  # their debug lines carry request headers: credentials
-        logging.getLogger(chatty).setLevel(logging.WARNING)
-
-
-def _daemonize(run: Callable[[Callable[[str | None], None]], None]) -> None:
-    """Fork; the child runs the mount, the parent exits once it reports ready or failed."""
+def _daemonize(run: Callable[[Callable[[str | None], None]], None], died: str) -> None:
+    """Fork; the child runs the mount, the parent exits once it reports ready or failed (the
+    died message if it ends without a word)."""
     read_end, write_end = os.pipe()
     if os.fork() > 0:
         os.close(write_end)
         with os.fdopen(read_end) as pipe:
             status = pipe.readline().strip()
         if status != "ok":
-            raise StoreError(status or "the mount daemon died while starting (see the store's maiffs.log)")
+            raise StoreError(status or died)
         return
     os.close(read_end)
     os.setsid()
@@ -109,29 +96,34 @@ def _daemonize(run: Callable[[Callable[[str | None], None]], None]) -> None:
 @click.argument("store", type=click.Path())
 @click.argument("mountpoint", type=click.Path())
 @click.option("-f", "--foreground", is_flag=True, help="Stay in the foreground, logging to stderr.")
+@click.option("--debug", is_flag=True, help="Log every FUSE request (the same as -o debug).")
 @click.option("-o", "options", multiple=True, metavar="OPT[,OPT...]",
               help="allow_other, default_permissions (always on), nonempty, commit_interval=SECONDS, compression=LEVEL, cache_size=SIZE, "
-                   "debug, snapshot_every=INTERVAL (e.g. 15m), keep=RULES (e.g. hourly:24,daily:7)")
+                   "debug, snapshot_every=INTERVAL (e.g. 15m), keep=RULES (e.g. hourly:24,daily:7), "
+                   "log=FILE|syslog (default STORE/maiffs.log)")
 @click.option("--follow", metavar="URL[#VOLUME]",
               help="Follower mount: the newest snapshot of this remote volume, read-only, "
                    "switched as new ones arrive; STORE is the local cache (made if absent; "
                    "-o cache_size=SIZE bounds it, -o follow_every=INTERVAL, default 5s).")
-def mount(store: str, mountpoint: str, foreground: bool, options: tuple[str, ...],
+def mount(store: str, mountpoint: str, foreground: bool, debug: bool, options: tuple[str, ...],
           follow: str | None) -> None:
     """Mount STORE on MOUNTPOINT."""
     from maiffs.daemon import check_mountpoint, serve
 
     opts = MountOptions.parse(list(options))
     opts.follow = follow or opts.follow
+    opts.debug = opts.debug or debug
     if opts.follow:
         _follower_store(store, opts.follow)
     Store.open(store, readonly=True).env.close()  # fail early, in this process, on a bad store
     check_mountpoint(mountpoint, opts.nonempty)
-    _log_to(store, foreground, opts.debug)
+    logs.setup(opts.log, store, foreground, opts.debug)
     if foreground:
         serve(store, mountpoint, opts, ready=lambda error: None)
         return
-    _daemonize(lambda ready: serve(store, mountpoint, opts, ready))
+    _daemonize(lambda ready: serve(store, mountpoint, opts, ready),
+               died=f"the mount daemon died while starting; see {logs.describe(opts.log, store, False)}, "
+                    f"or run `maiffs mount -f {store} {mountpoint}` to watch it start")
     click.echo(f"mounted {os.path.abspath(store)} on {os.path.abspath(mountpoint)}; "
                f"unmount with: maiffs umount {mountpoint}")
 

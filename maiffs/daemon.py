@@ -129,8 +129,6 @@ def serve(store_path: str, mountpoint: str, options: MountOptions,
             fuse_options.add("allow_other")
         if options.follow:  # the kernel refuses every change with EROFS
             fuse_options.add("ro")
-        if options.debug:
-            fuse_options.add("debug")
         try:
             pyfuse3.init(ops, mountpoint, fuse_options)
         except RuntimeError as exc:
@@ -151,4 +149,5 @@ def serve(store_path: str, mountpoint: str, options: MountOptions,
             store.close()
         if lock is not None:
             lock.release()
-        log.info("unmounted %s", mountpoint)
+        if mounted:
+            log.info("unmounted %s", mountpoint)

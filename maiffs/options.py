@@ -42,6 +42,7 @@ class MountOptions:
     prefetch: bool = False  # a follower fetches each new snapshot's data in the background
     copies: int | None = None  # with replicate=: each chunk on this many of them (placement.py)
     lease: float = DEFAULT_TTL  # seconds a replicate= remote's volume lease lives unrenewed
+    log: str = ""  # FILE, syslog or syslog:SOCKET; default STORE/maiffs.log (stderr with -f)
 
     @property
     def memory_cache(self) -> int:
@@ -66,8 +67,8 @@ class MountOptions:
                         setattr(out, key, float(value.rstrip("s")))
                     elif key == "follow_every":
                         out.follow_every = parse_interval(value)
-                    elif key == "follow":
-                        out.follow = value
+                    elif key in ("follow", "log"):
+                        setattr(out, key, value)
                     elif key == "snapshot_every":
                         out.snapshot_every = parse_interval(value)
                     elif key == "keep":
