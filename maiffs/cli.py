@@ -18,8 +18,9 @@ import click
 from maiffs import __version__, commands, logs
 from maiffs.errors import FsError, StoreError
 from maiffs.malloc import keep_freed_memory
-from maiffs.mounts import find_mount, is_mountpoint, maiffs_mounts, path_in_mount, resolve_store
+from maiffs.mounts import FSTYPE, find_mount, is_mountpoint, maiffs_mounts, path_in_mount, resolve_store
 from maiffs.options import MountOptions
+from maiffs.preflight import check_fuse, check_store_free, fusermount
 from maiffs.progress import ProgressBar
 from maiffs.remotes import config as remotes
 from maiffs.remotes import placement, replicas
@@ -28,7 +29,7 @@ from maiffs.remotes.lease import Holder, VolumeLease, utc
 from maiffs.remotes import verify as checks
 from maiffs.report import store_report
 from maiffs.store import Store
-from maiffs.store.lock import StoreLock, is_locked
+from maiffs.store.lock import StoreLock, holder_pid, is_locked
 
 log = logging.getLogger("maiffs")
 
@@ -113,9 +114,11 @@ def mount(store: str, mountpoint: str, foreground: bool, debug: bool, options: t
     opts = MountOptions.parse(list(options))
     opts.follow = follow or opts.follow
     opts.debug = opts.debug or debug
+    check_fuse()
     if opts.follow:
         _follower_store(store, opts.follow)
     Store.open(store, readonly=True).env.close()  # fail early, in this process, on a bad store
+    check_store_free(os.path.abspath(store))
     check_mountpoint(mountpoint, opts.nonempty)
     logs.setup(opts.log, store, foreground, opts.debug)
     if foreground:
@@ -144,23 +147,28 @@ def _follower_store(store: str, url: str) -> None:
 @click.option("--timeout", default=300.0, show_default=True,
               help="Seconds to wait for the daemon to commit and exit.")
 def umount(mountpoint: str, timeout: float) -> None:
-    """Unmount MOUNTPOINT after everything buffered is committed."""
+    """Unmount MOUNTPOINT after everything buffered is committed; returns once it is."""
     entry = find_mount(mountpoint)
     if entry is None:
-        what = "not a maiffs mount" if is_mountpoint(mountpoint) else "not mounted"
-        raise StoreError(f"{mountpoint} is {what}")
+        if is_mountpoint(mountpoint):
+            raise StoreError(f"{mountpoint} is not a maiffs mount; unmount it with `umount {mountpoint}`")
+        raise StoreError(f"{mountpoint} is not mounted (`findmnt -t {FSTYPE}` lists the maiffs mounts)")
+    unmounter = fusermount()
     for remote, state in _daemon_stats(entry.mountpoint).get("replication", {}).items():
         if state["pending"]:
             click.echo(f"replication to {remote} not finished: {len(state['pending'])} snapshots "
                        f"pending (pushed at the next mount, or by `maiffs push`)")
-    done = subprocess.run(["fusermount3", "-u", entry.mountpoint], capture_output=True, text=True)
+    done = subprocess.run([unmounter, "-u", entry.mountpoint], capture_output=True, text=True)
     if done.returncode != 0:
         reason = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "fusermount3 failed"
-        raise StoreError(f"cannot unmount {mountpoint}: {reason} (close files that are open there)")
+        raise StoreError(f"cannot unmount {mountpoint}: {reason}; close the files open there "
+                         f"(`fuser -vm {mountpoint}` lists them) and run it again")
     deadline = time.monotonic() + timeout
     while is_locked(entry.store):
         if time.monotonic() > deadline:
-            raise StoreError(f"daemon of {entry.store} still committing after {timeout:.0f}s")
+            pid = holder_pid(entry.store)
+            raise StoreError(f"the daemon (pid {pid}) of {entry.store} is still committing after "
+                             f"{timeout:.0f}s and goes on; mount the store again once it has exited")
         time.sleep(0.05)
     click.echo(f"unmounted {entry.mountpoint}")
 

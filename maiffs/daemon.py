@@ -23,7 +23,7 @@ from maiffs.errors import StoreError
 from maiffs.follower import Follower
 from maiffs.fuse.operations import Operations
 from maiffs.leases import Leases
-from maiffs.mounts import is_mountpoint
+from maiffs.mounts import find_mount, is_mountpoint
 from maiffs.namespace import Namespace
 from maiffs.options import MountOptions
 from maiffs.remotes.config import ORIGIN
@@ -44,8 +44,11 @@ def check_mountpoint(mountpoint: str, nonempty: bool = False) -> None:
     try:
         if not stat.S_ISDIR(os.stat(mountpoint).st_mode):
             raise StoreError(f"mount point {mountpoint} is not a directory")
+        if find_mount(mountpoint) is not None:
+            raise StoreError(f"{mountpoint} is already a maiffs mount; run `maiffs umount {mountpoint}` first")
         if is_mountpoint(mountpoint):
-            raise StoreError(f"{mountpoint} is already a mount point (`maiffs umount {mountpoint}` first)")
+            raise StoreError(f"{mountpoint} is already a mount point; choose another, or unmount "
+                             f"it first (`umount {mountpoint}`)")
         if os.listdir(mountpoint) and not nonempty:
             raise StoreError(f"mount point {mountpoint} is not empty (its files would be hidden "
                              f"while mounted; `-o nonempty` mounts anyway)")
