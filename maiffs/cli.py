@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from maiffs import __version__, commands, logs
+from maiffs.completion import completion, mounted_points
 from maiffs.errors import FsError, StoreError
 from maiffs.malloc import keep_freed_memory
 from maiffs.mounts import FSTYPE, find_mount, is_mountpoint, maiffs_mounts, path_in_mount, resolve_store
@@ -49,6 +50,9 @@ class _Group(click.Group):
 @click.version_option(__version__, prog_name="maiffs")
 def cli() -> None:
     """maiffs: a deduplicating, compressing filesystem over a content-addressed store."""
+
+
+cli.add_command(completion)
 
 
 @cli.command()
@@ -143,7 +147,7 @@ def _follower_store(store: str, url: str) -> None:
 
 
 @cli.command()
-@click.argument("mountpoint", type=click.Path())
+@click.argument("mountpoint", type=click.Path(), shell_complete=mounted_points)
 @click.option("--timeout", default=300.0, show_default=True,
               help="Seconds to wait for the daemon to commit and exit.")
 def umount(mountpoint: str, timeout: float) -> None:
