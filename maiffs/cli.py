@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
@@ -15,10 +17,11 @@ from typing import Any
 
 import click
 
-from maiffs import __version__, commands, logs
+from maiffs import __version__, commands, logs, sdnotify
 from maiffs.completion import completion, mounted_points
 from maiffs.errors import FsError, StoreError
 from maiffs.malloc import keep_freed_memory
+from maiffs.mount_helper import helper_call
 from maiffs.mounts import FSTYPE, find_mount, is_mountpoint, maiffs_mounts, path_in_mount, resolve_store
 from maiffs.options import MountOptions
 from maiffs.preflight import check_fuse, check_store_free, fusermount
@@ -76,6 +79,7 @@ def _daemonize(run: Callable[[Callable[[str | None], None]], None], died: str) -
         return
     os.close(read_end)
     os.setsid()
+    sdnotify.forget()
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
@@ -100,12 +104,13 @@ def _daemonize(run: Callable[[Callable[[str | None], None]], None], died: str) -
 @cli.command()
 @click.argument("store", type=click.Path())
 @click.argument("mountpoint", type=click.Path())
-@click.option("-f", "--foreground", is_flag=True, help="Stay in the foreground, logging to stderr.")
+@click.option("-f", "--foreground", is_flag=True,
+              help="Stay in the foreground, logging to stderr (under systemd: Type=notify).")
 @click.option("--debug", is_flag=True, help="Log every FUSE request (the same as -o debug).")
 @click.option("-o", "options", multiple=True, metavar="OPT[,OPT...]",
               help="allow_other, default_permissions (always on), nonempty, commit_interval=SECONDS, compression=LEVEL, cache_size=SIZE, "
                    "debug, snapshot_every=INTERVAL (e.g. 15m), keep=RULES (e.g. hourly:24,daily:7), "
-                   "log=FILE|syslog (default STORE/maiffs.log)")
+                   "log=FILE|syslog (default STORE/maiffs.log), mount flags (ro, noexec, noatime, ...)")
 @click.option("--follow", metavar="URL[#VOLUME]",
               help="Follower mount: the newest snapshot of this remote volume, read-only, "
                    "switched as new ones arrive; STORE is the local cache (made if absent; "
@@ -126,7 +131,7 @@ def mount(store: str, mountpoint: str, foreground: bool, debug: bool, options: t
     check_mountpoint(mountpoint, opts.nonempty)
     logs.setup(opts.log, store, foreground, opts.debug)
     if foreground:
-        serve(store, mountpoint, opts, ready=lambda error: None)
+        serve(store, mountpoint, opts, ready=sdnotify.mounted)
         return
     _daemonize(lambda ready: serve(store, mountpoint, opts, ready),
                died=f"the mount daemon died while starting; see {logs.describe(opts.log, store, False)}, "
@@ -555,7 +560,16 @@ def main() -> None:
     # credentials in memory, and a core file would keep them on disk for anyone who reads it.
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     keep_freed_memory()
-    cli(prog_name="maiffs")
+    try:  # run as mount.fuse.maiffs or umount.fuse.maiffs by mount(8)/umount(8)?
+        call = helper_call(sys.argv[0], sys.argv[1:])
+    except StoreError as exc:
+        click.echo(f"maiffs: {exc}", err=True)
+        sys.exit(1)
+    if call is None:
+        cli(prog_name="maiffs")
+    elif call.args is not None:
+        with contextlib.redirect_stdout(sys.stdout if call.verbose else io.StringIO()):
+            cli(args=call.args, prog_name="maiffs")
 
 
 if __name__ == "__main__":

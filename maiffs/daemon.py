@@ -29,6 +29,7 @@ from maiffs.options import MountOptions
 from maiffs.remotes.config import ORIGIN
 from maiffs.remotes.heal import chunk_source
 from maiffs.replication import Replicator
+from maiffs.sdnotify import notify
 from maiffs.service import SnapshotService
 from maiffs.snapshots.manager import Snapshots
 from maiffs.snapshots.view import SnapshotTree
@@ -96,6 +97,7 @@ async def _main(ops: Operations, service: SnapshotService, options: MountOptions
             nursery.start_soon(service.replicator.run)
             nursery.start_soon(service.replicator.leases.run)
         await pyfuse3.main()
+        notify("STOPPING=1")
         await ops.shutdown()
         nursery.cancel_scope.cancel()
 
@@ -128,10 +130,11 @@ def serve(store_path: str, mountpoint: str, options: MountOptions,
             ControlTree(service.snapshots, service.stats, service.run),
             ZipTree(ns), ArchiveTree(ns)])
         fuse_options = set(pyfuse3.default_options) | {f"fsname={store_path}", "subtype=maiffs"}
+        fuse_options |= set(options.kernel_flags)
         if options.allow_other:
             fuse_options.add("allow_other")
         if options.follow:  # the kernel refuses every change with EROFS
-            fuse_options.add("ro")
+            fuse_options = (fuse_options - {"rw"}) | {"ro"}
         try:
             pyfuse3.init(ops, mountpoint, fuse_options)
         except RuntimeError as exc:

@@ -11,6 +11,10 @@ from maiffs.snapshots.retention import DEFAULT_POLICY, RetentionPolicy, parse_in
 
 DEFAULT_MEMORY_CACHE = 64 << 20
 _SIZE_SUFFIX = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+#: Mount flags handed to the kernel as mount(8) and fstab give them, each with the one it cancels.
+KERNEL_FLAGS = {"ro": "rw", "rw": "ro", "suid": "nosuid", "nosuid": "suid", "dev": "nodev",
+                "nodev": "dev", "exec": "noexec", "noexec": "exec", "sync": "async",
+                "async": "sync", "atime": "noatime", "noatime": "atime", "dirsync": "dirsync"}
 
 
 def parse_size(text: str) -> int:
@@ -43,6 +47,7 @@ class MountOptions:
     copies: int | None = None  # with replicate=: each chunk on this many of them (placement.py)
     lease: float = DEFAULT_TTL  # seconds a replicate= remote's volume lease lives unrenewed
     log: str = ""  # FILE, syslog or syslog:SOCKET; default STORE/maiffs.log (stderr with -f)
+    kernel_flags: tuple[str, ...] = ()  # the KERNEL_FLAGS given, the last of each pair kept
 
     @property
     def memory_cache(self) -> int:
@@ -53,11 +58,16 @@ class MountOptions:
     def parse(cls, specs: list[str]) -> "MountOptions":
         """Parse '-o a,b=c' arguments (each a comma-separated list)."""
         out = cls()
-        known = {f.name: f for f in fields(cls)}
+        known = {f.name: f for f in fields(cls) if f.name != "kernel_flags"}
         for spec in specs:
-            for key, value in _items(spec, set(known)):
+            for key, value in option_items(spec, option_names()):
+                if key in KERNEL_FLAGS and not value:
+                    out.kernel_flags = tuple(f for f in out.kernel_flags
+                                             if f not in (key, KERNEL_FLAGS[key])) + (key,)
+                    continue
                 if key not in known:
-                    raise StoreError(f"unknown mount option {key!r} (known: {', '.join(known)})")
+                    raise StoreError(f"unknown mount option {key!r} (known: {', '.join(known)}, "
+                                     f"and the mount flags {', '.join(KERNEL_FLAGS)})")
                 try:
                     if known[key].type in (bool, "bool"):
                         setattr(out, key, value.lower() not in ("0", "no", "false") if value else True)
@@ -97,7 +107,12 @@ class MountOptions:
         return out
 
 
-def _items(spec: str, options: set[str]) -> list[tuple[str, str]]:
+def option_names() -> set[str]:
+    """Every name -o takes: maiffs's options and the kernel's mount flags."""
+    return {f.name for f in fields(MountOptions) if f.name != "kernel_flags"} | set(KERNEL_FLAGS)
+
+
+def option_items(spec: str, options: set[str]) -> list[tuple[str, str]]:
     """Split one '-o' argument into (key, value) pairs.
 
     Two options take lists with commas: in 'keep=hourly:24,daily:7' the items without '=' but
