@@ -11,6 +11,7 @@ own options go on; anything else is refused unless mount runs sloppy (-s).
 
 from __future__ import annotations
 
+import getopt
 import os
 import subprocess
 from dataclasses import dataclass
@@ -36,30 +37,13 @@ class HelperCall:
     verbose: bool = False
 
 
-def _flags(argv: list[str], takes_value: str) -> tuple[list[str], set[str], dict[str, str]]:
-    """Positional arguments, single-letter flags (-sfnv, bundled or not) and valued flags."""
-    positional: list[str] = []
-    flags: set[str] = set()
-    values: dict[str, str] = {}
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg.startswith("-") and len(arg) > 1:
-            for j, letter in enumerate(arg[1:], 1):
-                if letter in takes_value:
-                    rest = arg[j + 1:]
-                    if not rest:
-                        i += 1
-                        if i == len(argv):
-                            raise StoreError(f"option -{letter} needs a value")
-                        rest = argv[i]
-                    values[letter] = rest
-                    break
-                flags.add(letter)
-        else:
-            positional.append(arg)
-        i += 1
-    return positional, flags, values
+def _parse(helper: str, argv: list[str], letters: str) -> tuple[list[str], dict[str, str]]:
+    """Positional arguments and the -X flags (getopt letters; a flag without a value maps to '')."""
+    try:
+        pairs, positional = getopt.gnu_getopt(argv, letters)
+    except getopt.GetoptError as exc:
+        raise StoreError(f"{helper}: {exc}") from None
+    return positional, {flag[1]: value for flag, value in pairs}
 
 
 def _check_common(helper: str, values: dict[str, str]) -> None:
@@ -85,17 +69,17 @@ def maiffs_options(spec: str, sloppy: bool) -> str:
 def mount_call(argv: list[str]) -> HelperCall:
     """`mount.fuse.maiffs STORE MNT [-sfnv] [-N NS] [-o OPTS] [-t fuse.maiffs]` (mount(8)'s
     helper convention) as a `maiffs mount` command."""
-    positional, flags, values = _flags(argv, "oNt")
+    positional, values = _parse(MOUNT_HELPER, argv, "sfnvo:N:t:")
     _check_common(MOUNT_HELPER, values)
     if len(positional) != 2:
         raise StoreError(f"usage: {MOUNT_HELPER} STORE MOUNTPOINT [-o OPTIONS] (as run by "
                          f"`mount -t {FSTYPE} STORE MOUNTPOINT`)")
     store, mountpoint = positional
-    options = maiffs_options(values.get("o", ""), sloppy="s" in flags)
-    if "f" in flags:  # mount -f: everything but the mount itself
+    options = maiffs_options(values.get("o", ""), sloppy="s" in values)
+    if "f" in values:  # mount -f: everything but the mount itself
         MountOptions.parse([options])
         return HelperCall(None)
-    return HelperCall(["mount", store, mountpoint, "-o", options], verbose="v" in flags)
+    return HelperCall(["mount", store, mountpoint, "-o", options], verbose="v" in values)
 
 
 def umount_call(argv: list[str]) -> HelperCall:
@@ -103,16 +87,16 @@ def umount_call(argv: list[str]) -> HelperCall:
     returns once everything is committed and the daemon is gone. -l detaches at once instead
     (the daemon commits and ends when the last file open there is closed); -f is a plain
     unmount: forcing a FUSE mount would drop buffered writes."""
-    positional, flags, values = _flags(argv, "Nt")
+    positional, values = _parse(UMOUNT_HELPER, argv, "flnrvN:t:")
     _check_common(UMOUNT_HELPER, values)
     if len(positional) != 1:
         raise StoreError(f"usage: {UMOUNT_HELPER} MOUNTPOINT (as run by `umount MOUNTPOINT`)")
-    if "l" in flags:
+    if "l" in values:
         done = subprocess.run(["fusermount3", "-u", "-z", positional[0]], capture_output=True, text=True)
         if done.returncode != 0:
             raise StoreError(f"cannot unmount {positional[0]}: {done.stderr.strip()}")
         return HelperCall(None)
-    return HelperCall(["umount", positional[0]], verbose="v" in flags)
+    return HelperCall(["umount", positional[0]], verbose="v" in values)
 
 
 HELPERS = {MOUNT_HELPER: mount_call, UMOUNT_HELPER: umount_call}
