@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 
 from maiffs.cli import cli
-from maiffs.options import documented
+from maiffs.options import documented, kernel_flags_help
 
 REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "reference.md"
 REGENERATE = "python -m contrib.gen_reference"
@@ -102,7 +102,7 @@ def options_section() -> list[str]:
         value = f"`{doc.value}`" if doc.value else "flag"
         default = f"`{doc.default}`" if doc.default else "—"
         lines.append(f"| `{doc.name}` | {value} | {default} | {cell(doc.help)} |")
-    return [*lines, ""]
+    return [*lines, "", kernel_flags_help(), ""]
 
 
 def render() -> str:

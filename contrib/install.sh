@@ -22,3 +22,14 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e ".${EXTRA_PIP:-}"
+
+# Mount like any filesystem (docs/operations.md): `maiffs` on PATH, the helpers mount(8) and
+# umount(8) run for type fuse.maiffs (the same entry point, told apart by the name it is run
+# as), and the systemd unit template (inert until enabled).
+ln -sfn "$PWD/.venv/bin/maiffs" /usr/local/bin/maiffs
+ln -sfn "$PWD/.venv/bin/maiffs" /sbin/mount.fuse.maiffs
+ln -sfn "$PWD/.venv/bin/maiffs" /sbin/umount.fuse.maiffs
+if [ -d /etc/systemd/system ]; then
+  install -m 0644 contrib/systemd/maiffs@.service /etc/systemd/system/maiffs@.service
+  if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+fi

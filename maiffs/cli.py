@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
@@ -15,11 +17,14 @@ from typing import Any
 
 import click
 
-from maiffs import __version__, commands
+from maiffs import __version__, commands, logs, sdnotify
+from maiffs.completion import completion, mounted_points
 from maiffs.errors import FsError, StoreError
 from maiffs.malloc import keep_freed_memory
-from maiffs.mounts import find_mount, is_mountpoint, maiffs_mounts, path_in_mount, resolve_store
-from maiffs.options import MountOptions, documented
+from maiffs.mount_helper import helper_call
+from maiffs.mounts import FSTYPE, find_mount, is_mountpoint, maiffs_mounts, path_in_mount, resolve_store
+from maiffs.options import MountOptions, documented, kernel_flags_help
+from maiffs.preflight import check_fuse, check_store_free, fusermount
 from maiffs.progress import ProgressBar, progress_bar
 from maiffs.remotes import config as remotes
 from maiffs.remotes import placement, replicas
@@ -28,10 +33,9 @@ from maiffs.remotes.lease import Holder, VolumeLease, utc
 from maiffs.remotes import verify as checks
 from maiffs.report import daemon_stats, store_report, table
 from maiffs.store import Store
-from maiffs.store.lock import StoreLock, is_locked
+from maiffs.store.lock import StoreLock, holder_pid, is_locked
 
 log = logging.getLogger("maiffs")
-QUIET_LIBRARIES = ("botocore", "boto3", "s3transfer", "urllib3")
 
 
 class _Group(click.Group):
@@ -51,6 +55,9 @@ def cli() -> None:
     """maiffs: a deduplicating, compressing filesystem over a content-addressed store."""
 
 
+cli.add_command(completion)
+
+
 @cli.command()
 @click.argument("store", type=click.Path())
 def mkfs(store: str) -> None:
@@ -59,31 +66,20 @@ def mkfs(store: str) -> None:
     click.echo(f"created store {os.path.abspath(store)}")
 
 
-def _log_to(store: str, foreground: bool, debug: bool) -> None:
-    level = logging.DEBUG if debug else logging.INFO
-    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    if foreground:
-        logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
-    elif os.path.isdir(store):
-        log_file = os.path.join(store, "maiffs.log")
-        os.close(os.open(log_file, os.O_WRONLY | os.O_CREAT, 0o600))  # private, whatever the umask
-        logging.basicConfig(level=level, format=fmt, filename=log_file)
-    for chatty in QUIET_LIBRARIES:  # their debug lines carry request headers: credentials
-        logging.getLogger(chatty).setLevel(logging.WARNING)
-
-
-def _daemonize(run: Callable[[Callable[[str | None], None]], None]) -> None:
-    """Fork; the child runs the mount, the parent exits once it reports ready or failed."""
+def _daemonize(run: Callable[[Callable[[str | None], None]], None], died: str) -> None:
+    """Fork; the child runs the mount, the parent exits once it reports ready or failed (the
+    died message if it ends without a word)."""
     read_end, write_end = os.pipe()
     if os.fork() > 0:
         os.close(write_end)
         with os.fdopen(read_end) as pipe:
             status = pipe.readline().strip()
         if status != "ok":
-            raise StoreError(status or "the mount daemon died while starting (see the store's maiffs.log)")
+            raise StoreError(status or died)
         return
     os.close(read_end)
     os.setsid()
+    sdnotify.forget()
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
@@ -112,34 +108,43 @@ class _MountCommand(click.Command):
         with formatter.section("Mount options (-o; a flag takes =no to turn it off)"):
             formatter.write_dl([(doc.spec, f"{doc.help} [default: {doc.default}]" if doc.default
                                  else doc.help) for doc in documented()])
+            formatter.write_paragraph()
+            formatter.write_text(kernel_flags_help())
 
 
 @cli.command(cls=_MountCommand)
 @click.argument("store", type=click.Path())
 @click.argument("mountpoint", type=click.Path())
-@click.option("-f", "--foreground", is_flag=True, help="Stay in the foreground, logging to stderr.")
+@click.option("-f", "--foreground", is_flag=True,
+              help="Stay in the foreground, logging to stderr (under systemd: Type=notify).")
+@click.option("--debug", is_flag=True, help="Log every FUSE request (the same as -o debug).")
 @click.option("-o", "options", multiple=True, metavar="OPT[,OPT...]",
               help="Mount options, comma-separated (listed below); repeatable.")
 @click.option("--follow", metavar="URL[#VOLUME]",
               help="Follower mount: the newest snapshot of this remote volume, read-only, "
                    "switched as new ones arrive; STORE is the local cache (made if absent; "
                    "-o cache_size=SIZE bounds it, -o follow_every=INTERVAL, default 5s).")
-def mount(store: str, mountpoint: str, foreground: bool, options: tuple[str, ...],
+def mount(store: str, mountpoint: str, foreground: bool, debug: bool, options: tuple[str, ...],
           follow: str | None) -> None:
     """Mount STORE on MOUNTPOINT."""
     from maiffs.daemon import check_mountpoint, serve
 
     opts = MountOptions.parse(list(options))
     opts.follow = follow or opts.follow
+    opts.debug = opts.debug or debug
+    check_fuse()
     if opts.follow:
         _follower_store(store, opts.follow)
     Store.open(store, readonly=True).env.close()  # fail early, in this process, on a bad store
+    check_store_free(os.path.abspath(store))
     check_mountpoint(mountpoint, opts.nonempty)
-    _log_to(store, foreground, opts.debug)
+    logs.setup(opts.log, store, foreground, opts.debug)
     if foreground:
-        serve(store, mountpoint, opts, ready=lambda error: None)
+        serve(store, mountpoint, opts, ready=sdnotify.mounted)
         return
-    _daemonize(lambda ready: serve(store, mountpoint, opts, ready))
+    _daemonize(lambda ready: serve(store, mountpoint, opts, ready),
+               died=f"the mount daemon died while starting; see {logs.describe(opts.log, store, False)}, "
+                    f"or run `maiffs mount -f {store} {mountpoint}` to watch it start")
     click.echo(f"mounted {os.path.abspath(store)} on {os.path.abspath(mountpoint)}; "
                f"unmount with: maiffs umount {mountpoint}")
 
@@ -156,27 +161,33 @@ def _follower_store(store: str, url: str) -> None:
 
 
 @cli.command()
-@click.argument("mountpoint", type=click.Path())
+@click.argument("mountpoint", type=click.Path(), shell_complete=mounted_points)
 @click.option("--timeout", default=300.0, show_default=True,
               help="Seconds to wait for the daemon to commit and exit.")
 def umount(mountpoint: str, timeout: float) -> None:
-    """Unmount MOUNTPOINT after everything buffered is committed."""
+    """Unmount MOUNTPOINT after everything buffered is committed; returns once it is."""
     entry = find_mount(mountpoint)
     if entry is None:
-        what = "not a maiffs mount" if is_mountpoint(mountpoint) else "not mounted"
-        raise StoreError(f"{mountpoint} is {what}")
+        if is_mountpoint(mountpoint):
+            raise StoreError(f"{mountpoint} is not a maiffs mount; unmount it with `umount {mountpoint}`")
+        raise StoreError(f"{mountpoint} is not mounted (`findmnt -t {FSTYPE}` lists the maiffs mounts)")
+    unmounter = fusermount()
     for remote, state in daemon_stats(entry.mountpoint).get("replication", {}).items():
         if state["pending"]:
-            click.echo(f"replication to {remote} not finished: {len(state['pending'])} snapshots "
+            count = len(state["pending"])
+            click.echo(f"replication to {remote} not finished: {count} snapshot{'s' * (count != 1)} "
                        f"pending (pushed at the next mount, or by `maiffs push`)")
-    done = subprocess.run(["fusermount3", "-u", entry.mountpoint], capture_output=True, text=True)
+    done = subprocess.run([unmounter, "-u", entry.mountpoint], capture_output=True, text=True)
     if done.returncode != 0:
         reason = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "fusermount3 failed"
-        raise StoreError(f"cannot unmount {mountpoint}: {reason} (close files that are open there)")
+        raise StoreError(f"cannot unmount {mountpoint}: {reason}; close the files open there "
+                         f"(`fuser -vm {mountpoint}` lists them) and run it again")
     deadline = time.monotonic() + timeout
     while is_locked(entry.store):
         if time.monotonic() > deadline:
-            raise StoreError(f"daemon of {entry.store} still committing after {timeout:.0f}s")
+            pid = holder_pid(entry.store)
+            raise StoreError(f"the daemon (pid {pid}) of {entry.store} is still committing after "
+                             f"{timeout:.0f}s and goes on; mount the store again once it has exited")
         time.sleep(0.05)
     click.echo(f"unmounted {entry.mountpoint}")
 
@@ -577,7 +588,16 @@ def main() -> None:
     # credentials in memory, and a core file would keep them on disk for anyone who reads it.
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     keep_freed_memory()
-    cli(prog_name="maiffs")
+    try:  # run as mount.fuse.maiffs or umount.fuse.maiffs by mount(8)/umount(8)?
+        call = helper_call(sys.argv[0], sys.argv[1:])
+    except StoreError as exc:
+        click.echo(f"maiffs: {exc}", err=True)
+        sys.exit(1)
+    if call is None:
+        cli(prog_name="maiffs")
+    elif call.args is not None:
+        with contextlib.redirect_stdout(sys.stdout if call.verbose else io.StringIO()):
+            cli(args=call.args, prog_name="maiffs")
 
 
 if __name__ == "__main__":

@@ -24,12 +24,13 @@ from maiffs.errors import StoreError
 from maiffs.follower import Follower
 from maiffs.fuse.operations import Operations
 from maiffs.leases import Leases
-from maiffs.mounts import is_mountpoint
+from maiffs.mounts import find_mount, is_mountpoint
 from maiffs.namespace import Namespace
 from maiffs.options import MountOptions
 from maiffs.remotes.config import ORIGIN
 from maiffs.remotes.heal import chunk_source
 from maiffs.replication import Replicator
+from maiffs.sdnotify import notify
 from maiffs.service import SnapshotService
 from maiffs.snapshots.manager import Snapshots
 from maiffs.snapshots.view import SnapshotTree
@@ -50,8 +51,11 @@ def check_mountpoint(mountpoint: str, nonempty: bool = False) -> None:
     try:
         if not stat.S_ISDIR(os.stat(mountpoint).st_mode):
             raise StoreError(f"mount point {mountpoint} is not a directory")
+        if find_mount(mountpoint) is not None:
+            raise StoreError(f"{mountpoint} is already a maiffs mount; run `maiffs umount {mountpoint}` first")
         if is_mountpoint(mountpoint):
-            raise StoreError(f"{mountpoint} is already a mount point (`maiffs umount {mountpoint}` first)")
+            raise StoreError(f"{mountpoint} is already a mount point; choose another, or unmount "
+                             f"it first (`umount {mountpoint}`)")
         if os.listdir(mountpoint) and not nonempty:
             raise StoreError(f"mount point {mountpoint} is not empty (its files would be hidden "
                              f"while mounted; `-o nonempty` mounts anyway)")
@@ -113,6 +117,7 @@ async def _main(ops: Operations, service: SnapshotService, options: MountOptions
             nursery.start_soon(service.replicator.run)
             nursery.start_soon(service.replicator.leases.run)
         await pyfuse3.main()
+        notify("STOPPING=1")
         await ops.shutdown()
         if service.follower is not None:  # what the last commit stored keeps the bound too
             service.follower.trim()
@@ -154,12 +159,11 @@ def serve(store_path: str, mountpoint: str, options: MountOptions,
             metrics.instrument(ops)
             metrics.serve(*options.metrics)
         fuse_options = set(pyfuse3.default_options) | {f"fsname={store_path}", "subtype=maiffs"}
+        fuse_options |= set(options.kernel_flags)
         if options.allow_other:
             fuse_options.add("allow_other")
         if options.follow:  # the kernel refuses every change with EROFS
-            fuse_options.add("ro")
-        if options.debug:
-            fuse_options.add("debug")
+            fuse_options = (fuse_options - {"rw"}) | {"ro"}
         try:
             pyfuse3.init(ops, mountpoint, fuse_options)
         except RuntimeError as exc:
@@ -181,4 +185,5 @@ def serve(store_path: str, mountpoint: str, options: MountOptions,
             store.close()
         if lock is not None:
             lock.release()
-        log.info("unmounted %s", mountpoint)
+        if mounted:
+            log.info("unmounted %s", mountpoint)

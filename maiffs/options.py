@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields
 from typing import Any
 
 from maiffs.errors import StoreError
@@ -12,6 +12,10 @@ from maiffs.snapshots.retention import DEFAULT_POLICY, RetentionPolicy, parse_in
 
 DEFAULT_MEMORY_CACHE = 64 << 20
 _SIZE_SUFFIX = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+#: Mount flags handed to the kernel as mount(8) and fstab give them, each with the one it cancels.
+KERNEL_FLAGS = {"ro": "rw", "rw": "ro", "suid": "nosuid", "nosuid": "suid", "dev": "nodev",
+                "nodev": "dev", "exec": "noexec", "noexec": "exec", "sync": "async",
+                "async": "sync", "atime": "noatime", "noatime": "atime", "dirsync": "dirsync"}
 
 
 def parse_size(text: str) -> int:
@@ -47,8 +51,8 @@ class MountOptions:
     cache_size: int = option(0, "memory for decompressed chunks (unset: 64M); on a follower "
                              "mount instead the bound on the store's chunk data (unset: none)",
                              "SIZE")
-    debug: bool = option(False, "log at debug level, and libfuse's trace of every request "
-                         "(on stderr with -f)")
+    debug: bool = option(False, "log at debug level, with a line per FUSE request (operation "
+                         "and first arguments, never file data); the same as --debug")
     snapshot_every: float = option(0.0, "take an automatic snapshot this often (e.g. 15m), named "
                                    "auto-YYYYMMDDTHHMMSSZ (unset: none)", "INTERVAL")
     keep: RetentionPolicy = option(DEFAULT_POLICY, "which automatic snapshots pruning keeps, "
@@ -71,6 +75,10 @@ class MountOptions:
                                              "and latencies, bytes, cache hits, replication "
                                              "lag) on this address; HOST defaults to "
                                              "127.0.0.1 (docs/monitoring.md)", "[HOST:]PORT")
+    log: str = option("", "where the daemon logs: a FILE, syslog (/dev/log) or syslog:SOCKET "
+                      "(unset: STORE/maiffs.log; stderr with -f)", "FILE|syslog[:SOCKET]")
+    #: the KERNEL_FLAGS given (ro, noexec, ...), the last of each pair kept; not an option itself
+    kernel_flags: tuple[str, ...] = ()
 
     @property
     def memory_cache(self) -> int:
@@ -81,11 +89,16 @@ class MountOptions:
     def parse(cls, specs: list[str]) -> "MountOptions":
         """Parse '-o a,b=c' arguments (each a comma-separated list)."""
         out = cls()
-        known = {f.name: f for f in fields(cls)}
+        known = {f.name: f for f in option_fields()}
         for spec in specs:
-            for key, value in _items(spec, set(known)):
+            for key, value in option_items(spec, option_names()):
+                if key in KERNEL_FLAGS and not value:
+                    out.kernel_flags = tuple(f for f in out.kernel_flags
+                                             if f not in (key, KERNEL_FLAGS[key])) + (key,)
+                    continue
                 if key not in known:
-                    raise StoreError(f"unknown mount option {key!r} (known: {', '.join(known)})")
+                    raise StoreError(f"unknown mount option {key!r} (known: {', '.join(known)}, "
+                                     f"and the mount flags {', '.join(KERNEL_FLAGS)})")
                 try:
                     if known[key].type in (bool, "bool"):
                         setattr(out, key, value.lower() not in ("0", "no", "false") if value else True)
@@ -95,8 +108,8 @@ class MountOptions:
                         setattr(out, key, float(value.rstrip("s")))
                     elif key == "follow_every":
                         out.follow_every = parse_interval(value)
-                    elif key == "follow":
-                        out.follow = value
+                    elif key in ("follow", "log"):
+                        setattr(out, key, value)
                     elif key == "snapshot_every":
                         out.snapshot_every = parse_interval(value)
                     elif key == "keep":
@@ -141,10 +154,21 @@ class OptionDoc:
         return f"{self.name}={self.value}" if self.value else self.name
 
 
+def kernel_flags_help() -> str:
+    """What `-o` does with the kernel's mount flags, for help and docs."""
+    return (f"Also the kernel's mount flags, as mount(8) and fstab give them: {', '.join(KERNEL_FLAGS)} "
+            f"(the last of each pair wins; ro makes the mount read-only).")
+
+
+def option_fields() -> list[Field]:
+    """MountOptions' fields that are `-o` options (all but kernel_flags)."""
+    return [f for f in fields(MountOptions) if f.name != "kernel_flags"]
+
+
 def documented() -> list[OptionDoc]:
     """Every `-o` option with its help, in MountOptions' order."""
     return [OptionDoc(f.name, f.metadata.get("value", ""), _shown(f.default), f.metadata.get("help", ""))
-            for f in fields(MountOptions)]
+            for f in option_fields()]
 
 
 def _shown(default: Any) -> str:
@@ -167,7 +191,12 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host.removeprefix("[").removesuffix("]") or "127.0.0.1", int(port)
 
 
-def _items(spec: str, options: set[str]) -> list[tuple[str, str]]:
+def option_names() -> set[str]:
+    """Every name -o takes: maiffs's options and the kernel's mount flags."""
+    return {f.name for f in option_fields()} | set(KERNEL_FLAGS)
+
+
+def option_items(spec: str, options: set[str]) -> list[tuple[str, str]]:
     """Split one '-o' argument into (key, value) pairs.
 
     Two options take lists with commas: in 'keep=hourly:24,daily:7' the items without '=' but

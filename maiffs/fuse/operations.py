@@ -55,6 +55,9 @@ _SETATTR_FIELDS = (
 def _errors(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     @functools.wraps(fn)
     async def wrapper(*args: Any) -> Any:
+        if log.isEnabledFor(logging.DEBUG):  # --debug: one line per request, never data
+            log.debug("%s(%s)", fn.__name__,
+                      ", ".join(repr(a) for a in args[1:3] if isinstance(a, (int, bytes))))
         try:
             return await fn(*args)
         except pyfuse3.FUSEError:
