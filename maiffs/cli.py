@@ -9,6 +9,7 @@ import logging
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -44,6 +45,9 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:  # the reader left (`| head -1`): end quietly, as tools that
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # SIGPIPE kills do
+            sys.exit(128 + signal.SIGPIPE)
         except (StoreError, FsError, OSError) as exc:
             click.echo(f"maiffs: {exc}", err=True)
             sys.exit(1)

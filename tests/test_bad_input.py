@@ -8,6 +8,7 @@ import os
 import signal
 import struct
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -367,3 +368,19 @@ def test_mount_over_dead_mount_says_umount(mounted):
     err = refused(maiffs("mount", mounted.store, mounted.path, check=False), mounted.path)
     assert "umount" in err, err
     assert "does not exist" not in err, err
+
+
+def test_a_reader_that_left_ends_the_command_quietly(tmp_path):
+    """`maiffs snapshot list S | head -1` and the like: a closed pipe is not an error to print;
+    the command ends as tools killed by SIGPIPE do (status 141)."""
+    maiffs("mkfs", tmp_path / "s")
+    for i in range(3):
+        maiffs("snapshot", "create", tmp_path / "s", f"snap-{i}")
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, "-m", "maiffs", "snapshot", "list", str(tmp_path / "s")],
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (141, "")
