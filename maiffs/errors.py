@@ -28,3 +28,19 @@ class CorruptChunk(FsError):
     def __init__(self, chunk_id: bytes, why: str) -> None:
         super().__init__(errno.EIO, f"chunk {chunk_id.hex()} {why}")
         self.chunk_id = chunk_id
+
+
+class CorruptRecord(StoreError):
+    """A store record fails its checksum (format 3 seals every record): the request that read
+    it fails with EIO, the rest of the store goes on serving; `maiffs fsck` lists every one."""
+
+    def __init__(self, db: str, key: bytes) -> None:
+        super().__init__(f"{db} record {show_key(key)} is damaged (fails its checksum); "
+                         f"`maiffs fsck` lists the damage, `maiffs fsck --repair` repairs it")
+        self.db = db
+        self.key = key
+
+
+def show_key(key: bytes) -> str:
+    """A record key as text when it is (meta's are), else in hex."""
+    return key.decode() if key.isascii() and key.decode().isprintable() else key.hex()

@@ -19,6 +19,7 @@ from conftest import MaiffsMount, make_mount, maiffs
 from fsutil import write_file
 from maiffs.mounts import find_mount, is_mountpoint
 from maiffs.store import STORE_FORMAT
+from maiffs.store.env import format_of
 from maiffs.store.lock import is_locked
 
 
@@ -155,7 +156,8 @@ def test_newer_store_format(store_with_data):
     env = lmdb.open(str(m.store), max_dbs=16)
     meta = env.open_db(b"meta")
     with env.begin(write=True) as txn:
-        assert struct.unpack(">I", txn.get(b"format", db=meta))[0] == STORE_FORMAT
+        current = txn.get(b"format", db=meta)
+        assert format_of(current) == STORE_FORMAT
         txn.put(b"format", struct.pack(">I", 99), db=meta)
     env.close()
     before = (m.store / "data.mdb").read_bytes()
@@ -168,7 +170,7 @@ def test_newer_store_format(store_with_data):
     env = lmdb.open(str(m.store), max_dbs=16)
     meta = env.open_db(b"meta")
     with env.begin(write=True) as txn:
-        txn.put(b"format", struct.pack(">I", STORE_FORMAT), db=meta)
+        txn.put(b"format", current, db=meta)
     env.close()
     assert_data_intact(m, data)
 

@@ -32,7 +32,9 @@ from maiffs.namespace.records import (ROOT_INO, Inode, backlink_key, cookie_key,
                                       decode_extent, dirent_key, encode_dirent, ino_key)
 from maiffs.snapshots.objects import (TreeObject, byid_key, decode_refcount, encode_refcount,
                                       object_id)
-from maiffs.store import Store, Txn
+from maiffs.store import STORE_FORMAT, Store, Txn
+from maiffs.store.seals import Sealing
+from old_store import make_old
 
 BIG = os.urandom(3 << 20) + b"tail"  # several chunks
 TEXT = b"hello, fsck\n" * 1000
@@ -109,6 +111,12 @@ def inspect(store: Path, fn: Callable[[Txn], T]) -> T:
             return fn(txn)
     finally:
         s.close()
+
+
+def format_of(store: Path) -> int:
+    s = Store.open(str(store), readonly=True)
+    s.close()
+    return s.format
 
 
 def lookup(txn: Txn, path: str) -> int:
@@ -788,15 +796,7 @@ def test_unreferenced_object_and_snapshot_counter(snap_store: Path, remount) -> 
 
 def test_format_1_store(store: Path, remount) -> None:
     """A store from before snapshots (no such databases) is checked, and repaired, as it is."""
-    env = lmdb.open(str(store), max_dbs=32, subdir=True)
-    try:
-        with env.begin(write=True) as raw:
-            for name in ("backlinks", "dirty", "objects", "objrefs", "objcache", "snapshots",
-                         "byid"):
-                raw.drop(env.open_db(name.encode(), txn=raw), delete=True)
-            raw.put(b"format", struct.pack(">I", 1), db=env.open_db(b"meta", txn=raw))
-    finally:
-        env.close()
+    make_old(store, 1)
     assert inspect(store, lambda txn: txn.dbs["backlinks"] is None and txn.dbs["objects"] is None)
     code, out = fsck(store)
     assert code == 0 and "is clean" in out, out
@@ -804,19 +804,21 @@ def test_format_1_store(store: Path, remount) -> None:
     env = lmdb.open(str(store), max_dbs=32, subdir=True)
     try:
         with env.begin(write=True) as raw:
-            inode = inode_of(Txn(raw, {"dirents": env.open_db(b"dirents", txn=raw, create=False),
-                                       "inodes": env.open_db(b"inodes", txn=raw, create=False)},
-                                 write=True), "/d/text")
+            dbs = {name: env.open_db(name.encode(), txn=raw, create=False)
+                   for name in ("dirents", "inodes")}
+            inode = inode_of(Txn(raw, dbs, write=True, sealing=Sealing(())), "/d/text")
             inode.nlink = 5
-            raw.put(ino_key(inode.ino), inode.encode(), db=env.open_db(b"inodes", txn=raw))
+            raw.put(ino_key(inode.ino), inode.encode(), db=dbs["inodes"])
     finally:
         env.close()
     out = detect_and_repair(store, "link count is 5 but 2 entries name it")
     assert "backlink" not in out
+    assert format_of(store) == 1, "fsck repairs a store in its own format"
     m = remount(store)  # upgrades it to the current format
     assert_undamaged(m.path)
     (m.path / ".snapshots" / "first").mkdir()
     m.unmount()
+    assert format_of(store) == STORE_FORMAT
     code, out = fsck(store)
     assert code == 0 and "is clean" in out, out
 

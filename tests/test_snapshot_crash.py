@@ -13,11 +13,12 @@ import threading
 import time
 from pathlib import Path
 
-import lmdb
 import pytest
 
 from conftest import MaiffsMount, maiffs, mount_session
 from maiffs.snapshots.retention import auto_time
+from maiffs.store import STORE_FORMAT, Store
+from old_store import make_old
 
 FILES = 1500
 
@@ -105,20 +106,12 @@ def test_kill_9_while_a_snapshot_is_deleted(tmp_path, delay):
         fsck_clean(m)
 
 
-NEW_DATABASES = ("backlinks", "dirty", "objects", "objrefs", "objcache", "snapshots", "byid")
-
-
 def test_a_format_1_store_is_upgraded_when_mounted(tmp_path):
     with mount_session(tmp_path) as m:
         expected = fill(m.path / "t", "v1")
         os.link(m.path / "t" / "d0" / "f0", m.path / "hard")
         m.unmount()
-        env = lmdb.open(str(m.store), max_dbs=32)
-        with env.begin(write=True) as txn:  # make it a store as maiffs 0.1 wrote it
-            for name in NEW_DATABASES:
-                txn.drop(env.open_db(name.encode(), txn=txn), delete=True)
-            txn.put(b"format", (1).to_bytes(4, "big"), db=env.open_db(b"meta", txn=txn))
-        env.close()
+        make_old(m.store, 1)  # make it a store as maiffs 0.1 wrote it
 
         report = json.loads(maiffs("stat", "--json", m.store).stdout)  # read-only open of format 1
         assert report["inodes"] == FILES + 30 + 2 and report["snapshots"] == 0
@@ -132,10 +125,9 @@ def test_a_format_1_store_is_upgraded_when_mounted(tmp_path):
         diff = maiffs("snapshot", "diff", m.path, "after-upgrade").stdout.split("\n")
         assert "M t/d0/f0" in diff and "M hard" in diff
         fsck_clean(m)
-        env = lmdb.open(str(m.store), max_dbs=32, readonly=True)
-        with env.begin() as txn:
-            assert txn.get(b"format", db=env.open_db(b"meta", txn=txn)) == (2).to_bytes(4, "big")
-        env.close()
+        store = Store.open(str(m.store), readonly=True)
+        store.close()
+        assert store.format == STORE_FORMAT
 
 
 def test_automatic_snapshots_are_taken_and_pruned(tmp_path):

@@ -30,8 +30,11 @@ The model takes memory in proportion to the number of records (as e2fsck's does)
 
 Where each part lives:
 - `checker.py`: one pass (the order of the checks) and `check_and_repair`; the checks that need
-  both sides: malformed records, the id allocators, chunk refcounts and the counters.
-- `model.py`: the model, its record parsers, its plan of puts and deletes, and loading it.
+  both sides: the id allocators, chunk refcounts and the counters.
+- `model.py`: the model, its record parsers, its plan of puts and deletes, and loading it
+  (each record is checked against its seal first, store format 3).
+- `record_checks.py`: records that fail their checksum or do not decode: removed, and what they
+  held restored, rebuilt or reported lost.
 - `found.py`: what the records as found imply, for comparing derived values with.
 - `chunk_checks.py`: verifying chunks, and which are usable for extents and file objects.
 - `namespace_checks.py`: the live tree (root, symlinks, entries, cookies, reachability and

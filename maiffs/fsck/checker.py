@@ -1,5 +1,5 @@
 """The orchestration of one fsck pass: the order of the checks, and the checks that need both
-the live tree and the snapshot side (malformed records, allocators, chunk refcounts, counters);
+the live tree and the snapshot side (allocators, chunk refcounts, counters);
 then `check_and_repair`, which runs a pass, writes the plan with --repair and checks again."""
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ from maiffs.fsck.chunk_checks import ChunkChecks
 from maiffs.fsck.found import AsFound
 from maiffs.fsck.model import Model, children_of, load, totals, walk
 from maiffs.fsck.namespace_checks import NamespaceChecks
+from maiffs.fsck.record_checks import RecordChecks
 from maiffs.fsck.report import Finding, Findings, Report
 from maiffs.fsck.tree_checks import TreeChecks
-from maiffs.fsck.words import count, show_key
+from maiffs.fsck.words import count
 from maiffs.namespace.namespace import FIRST_COOKIE
-from maiffs.namespace.records import ROOT_INO, key_ino
+from maiffs.namespace.records import ROOT_INO
 from maiffs.progress import Progress
 from maiffs.store.chunks import REF_RECORD
 from maiffs.store.env import STAT_FIELDS, STATS_RECORD, Store, Txn
@@ -49,35 +50,20 @@ class Checker:
         self.findings = Findings(walk(model, children_of(model), ROOT_INO, "/"))
         self.report = self.findings.report
         self.found = AsFound.of(model)
+        self.records = RecordChecks(model, self.findings)
         self.chunks = ChunkChecks(model, txn, self.findings, self.found, verify_chunks, progress)
         self.namespace = NamespaceChecks(model, self.findings, self.chunks)
         self.trees = TreeChecks(model, txn, self.findings, self.found, self.chunks, store_format)
 
     def run(self) -> list[Finding]:
         ns, trees = self.namespace, self.trees
-        for check in (self._records, self._allocators, trees.snapshot_numbers, self.chunks.check,
+        for check in (self.records.check, self._allocators, trees.snapshot_numbers, self.chunks.check,
                       ns.root, ns.symlinks, ns.dirents, ns.cookies, ns.dir_names, ns.reachable,
                       ns.nlinks, ns.orphans, ns.xattrs, ns.extents, trees.backlinks,
                       trees.trees, trees.objcache, trees.objrefs, trees.byid,
                       self._refcounts, self._counters):
             check()
         return self.findings.items
-
-    def _records(self) -> None:
-        """A record that does not decode is removed; an inode goes with all that hangs off it."""
-        for db, key, why in self.model.bad:
-            if db == "inodes" and len(key) == 8:
-                ino = key_ino(key)
-                self.report("record", f"inode {ino}", f"inode record does not decode ({why})",
-                            "removed with its names, data and attributes", ino)
-                self.model.drop_inode(ino)
-            else:
-                lost = "; the snapshot is lost" if db == "snapshots" else ""
-                self.report("record", f"{db} {show_key(key)}", f"record does not decode ({why})",
-                            "removed" + lost)
-                self.model.delete(db, key)
-                if db == "objcache" and len(key) == 8:  # its inode is rebuilt by the next snapshot
-                    self.model.touched.add(key_ino(key))
 
     def _allocators(self) -> None:
         """New inode numbers and cookies must lie above all in use, or they would collide."""
@@ -129,12 +115,14 @@ class Checker:
         """The store counters (`maiffs stat`) equal what the records imply.
 
         A counter that disagrees with the records as found but already has the repaired
-        records' value is not reported: the broken record it follows from is.
+        records' value is not reported: the broken record it follows from is. Nor is one
+        when records were unreadable: it may be what they held that it counts.
         """
         stored = self.model.stats
         final = totals(self.model, self.chunks.good)
         for name in STAT_FIELDS:
-            if stored is not None and self.found.totals[name] != stored[name] != final[name]:
+            if (stored is not None and self.found.totals[name] != stored[name] != final[name]
+                    and not self.found.bad_records):
                 self.report("counter", f"counter {name}",
                             f"is {stored[name]} but the records say {self.found.totals[name]}",
                             f"set to {final[name]}")

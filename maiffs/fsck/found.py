@@ -29,10 +29,11 @@ class AsFound:
     roots: list[bytes]  # each snapshot's root object
     #: chunk id -> extents using it, live ones and those of stored file objects.
     chunk_users: Counter[bytes]
-    #: Some object (or objcache or snapshot record) is missing or corrupt: the references it
+    #: Some object (or objcache, snapshot or extent record) is missing or corrupt: the references it
     #: held are unseen, so a refcount above what is seen is explained by it (reported once).
     unseen_holders: bool
     bad_objrefs: set[bytes]  # keys of objrefs records that do not decode
+    bad_records: bool  # some record is damaged or does not decode
 
     @classmethod
     def of(cls, model: Model) -> AsFound:
@@ -46,10 +47,11 @@ class AsFound:
         held = itertools.chain(roots, cache.values(),
                                (c for obj in tree.values() for _n, c in obj.entries))
         unseen = (bool(model.bad_objects)
-                  or any(db in ("objcache", "snapshots") for db, _k, _w in model.bad)
+                  or any(db in ("objcache", "snapshots", "extents") for db, _k, _w in model.bad)
                   or any(o not in tree for o in held))
         return cls(totals=found_totals,
                    links={(c, p, n) for (p, n), (c, _k) in model.dirents.items()},
                    tree=tree, cache=cache, roots=roots, chunk_users=users,
                    unseen_holders=unseen,
-                   bad_objrefs={key for db, key, _why in model.bad if db == "objrefs"})
+                   bad_objrefs={key for db, key, _why in model.bad if db == "objrefs"},
+                   bad_records=bool(model.bad))

@@ -8,10 +8,10 @@ from __future__ import annotations
 import stat
 import struct
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from maiffs.errors import StoreError
+from maiffs.errors import CorruptRecord, StoreError
 from maiffs.fsck.words import join
 from maiffs.namespace.namespace import FIRST_COOKIE, NAME_MAX
 from maiffs.namespace.records import (ROOT_INO, Inode, cookie_key, decode_dirent, decode_extent,
@@ -20,7 +20,7 @@ from maiffs.namespace.records import (ROOT_INO, Inode, cookie_key, decode_dirent
 from maiffs.snapshots.manager import SNAPSHOT_FORMAT
 from maiffs.snapshots.objects import OID_SIZE, TreeObject, decode_refcount, object_id
 from maiffs.store.chunks import REF_RECORD, ID_SIZE
-from maiffs.store.env import STAT_FIELDS, STATS_RECORD, Txn
+from maiffs.store.env import HEADER_KEYS, STAT_FIELDS, STATS_RECORD, Txn
 
 FILE_TYPES = (stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK, stat.S_IFCHR, stat.S_IFBLK,
               stat.S_IFIFO, stat.S_IFSOCK)
@@ -287,7 +287,7 @@ def _ino(key: bytes) -> int:
 
 
 def load(txn: Txn) -> Model:
-    """Read every record but chunk data; malformed ones go to model.bad."""
+    """Read every record but chunk data; damaged and malformed ones go to model.bad."""
     m = Model()
     parsers: dict[str, Callable[[bytes, bytes], None]] = {
         "inodes": m.parse_inode, "dirents": m.parse_dirent, "dircookies": m.parse_cookie,
@@ -298,32 +298,44 @@ def load(txn: Txn) -> Model:
         "byid": m.parse_byid,
     }  # a database an older store does not have reads as empty
     for db, parse in parsers.items():
-        for key, value in txn.prefix_items(db, b""):
+        for key, value in _sound_records(txn, m, db):
             try:
                 parse(key, value)
             except MALFORMED as exc:
-                m.bad.append((db, key, str(exc) or type(exc).__name__))
+                m.bad.append((db, key, f"does not decode ({str(exc) or type(exc).__name__})"))
     for cid in map(bytes, txn.cursor("chunks").iternext(keys=True, values=False)):
         if len(cid) == ID_SIZE:
             m.chunk_ids.add(cid)
         else:
             m.bad.append(("chunks", cid, "key is not a chunk id"))
-    _load_meta(txn, m)
+    _load_meta(m, dict(_sound_records(txn, m, "meta")))
     return m
 
 
-def _load_meta(txn: Txn, m: Model) -> None:
+def _sound_records(txn: Txn, m: Model, db: str) -> Iterator[tuple[bytes, bytes]]:
+    """db's records that pass their check (the others go to m.bad); meta's without the
+    records the store reads itself at open."""
+    for key, stored in txn.stored_items(db):
+        if db == "meta" and key in HEADER_KEYS:
+            continue
+        try:
+            yield key, txn.unseal(db, key, stored)
+        except CorruptRecord:
+            m.bad.append((db, key, "fails its checksum"))
+
+
+def _load_meta(m: Model, meta: dict[bytes, bytes]) -> None:
     """The counters (missing means all zero, as Store.stats reads them) and the id allocators."""
-    raw = txn.get("meta", b"stats")
+    raw = meta.get(b"stats")
     if raw is None or len(raw) == STATS_RECORD.size:
         m.stats = dict(zip(STAT_FIELDS, STATS_RECORD.unpack(raw or bytes(STATS_RECORD.size)),
                            strict=True))
     else:
-        m.bad.append(("meta", b"stats", f"{len(raw)} bytes, not {STATS_RECORD.size}"))
+        m.bad.append(("meta", b"stats", f"does not decode ({len(raw)} bytes, not {STATS_RECORD.size})"))
     for name, first in ALLOCATOR_FIRST.items():
-        raw = txn.get("meta", name)
+        raw = meta.get(name)
         if raw is not None and len(raw) != 8:
-            m.bad.append(("meta", name, "not a 64-bit number"))
+            m.bad.append(("meta", name, "does not decode (not a 64-bit number)"))
             raw = None
         m.next_ids[name] = struct.unpack(">Q", raw)[0] if raw else first
 

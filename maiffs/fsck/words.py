@@ -1,4 +1,4 @@
-"""How findings name things: paths, entry names, record keys, counts and kinds of inode."""
+"""How findings name things: paths, entry names, counts and kinds of inode."""
 
 from __future__ import annotations
 
@@ -15,11 +15,6 @@ def join(base: str, name: bytes) -> str:
 def show(name: bytes) -> str:
     """An entry or snapshot name, quoted (undecodable bytes escaped)."""
     return repr(name.decode(errors="backslashreplace"))
-
-
-def show_key(key: bytes) -> str:
-    """A key as text when it is (meta's are), else in hex."""
-    return key.decode() if key.isascii() and key.decode().isprintable() else key.hex()
 
 
 def count(n: int, noun: str, plural: str | None = None) -> str:

@@ -56,7 +56,7 @@ def iter_extents(txn: Txn, ino: int, start: int, end: int) -> Iterator[tuple[int
         stepped_back = cur.prev() if found else cur.last()
         if stepped_back and cur.key()[:8] == prefix:
             off = key_ino(cur.key(), 8)
-            cid, length = decode_extent(cur.value())
+            cid, length = decode_extent(txn.unseal("extents", cur.key(), cur.value()))
             if off < start < off + length:
                 yield off, cid, length
         if not found or not (cur.next() if stepped_back else cur.set_range(first)):
@@ -65,7 +65,7 @@ def iter_extents(txn: Txn, ino: int, start: int, end: int) -> Iterator[tuple[int
         off = key_ino(key, 8)
         if key[:8] != prefix or off >= end:
             return
-        cid, length = decode_extent(value)
+        cid, length = decode_extent(txn.unseal("extents", key, value))
         yield off, cid, length
 
 

@@ -30,7 +30,8 @@ from maiffs.namespace.records import (ROOT_INO, Inode, cookie_key, decode_dirent
                                       now_ns)
 from maiffs.store.chunker import ChunkParams
 from maiffs.store.chunks import ChunkStore
-from maiffs.store.env import STORE_FORMAT, Store, Txn
+from maiffs.store.env import Store, Txn
+from maiffs.store.upgrade import seal_records
 
 NAME_MAX = 255
 SYMLINK_MAX = 4095
@@ -89,15 +90,15 @@ class Namespace:
         self._ids: dict[int, tuple[int, int, int, str]] = {}
         if not store.readonly:
             self.store.write(self._upgrade)
+            seal_records(self.store)
             self.store.write(self._ensure_root)
             self.purge_orphans()
 
     def _upgrade(self, txn: Txn) -> None:
-        """Bring an older store up to this format (format 1 had no backlinks)."""
+        """Bring a format-1 store (no backlinks) to format 2; seal_records goes on to 3."""
         if self.store.format < 2:
             build_backlinks(txn)
-        if self.store.format < STORE_FORMAT:
-            self.store.set_format(txn, STORE_FORMAT)
+            self.store.set_format(txn, 2)
 
     # -- records ---------------------------------------------------------------------------
     @staticmethod

@@ -9,6 +9,9 @@ The map is grown before it can fill (LMDB's map is only address space; the file 
 written), and a transaction that still hits MapFullError is retried once the map has grown, so
 map-full never reaches a user: a map that cannot grow (no address space left) fails the write with
 ENOSPC, like a full disk, and the store goes on serving at its old size.
+
+Every record but chunk data is sealed with a checksum of its key and value (seals.py): `Txn`
+seals what it writes and checks what it reads, so a damaged record raises CorruptRecord.
 """
 
 from __future__ import annotations
@@ -23,14 +26,20 @@ from typing import TypeVar
 
 import lmdb
 
-from maiffs.errors import FsError, StoreError
+from maiffs.errors import CorruptRecord, FsError, StoreError
 from maiffs.store.leafahead import LeafAhead
 from maiffs.store.readaround import ReadAround
+from maiffs.store.seals import SEALED_FORMAT, UNSEALED_DBS, Sealing, seal, unseal
 
 #: Bumped whenever an on-disk encoding changes; a store with a newer number is refused, an
-#: older one is upgraded when opened for writing (format 2 added backlinks and snapshots).
-STORE_FORMAT = 2
+#: older one is upgraded when opened for writing (format 2 added backlinks and snapshots,
+#: format 3 sealed every record).
+STORE_FORMAT = 3
 MAGIC = b"maiffs-store"
+#: meta's record of an upgrade to format 3 under way (a sealed `Sealing`)
+UPGRADE_MARK = b"sealing"
+#: meta's records that the store reads itself, before it knows which records are sealed
+HEADER_KEYS = (b"magic", b"format", UPGRADE_MARK)
 
 DB_NAMES = (
     "meta",        # b"magic", b"format", counters (b"stats"), id allocators
@@ -51,6 +60,8 @@ DB_NAMES = (
     "snapshots",   # snapshot name -> snapshot record (root object, time, number)
     "byid",        # content id + object id -> b"": file objects holding that content
 )
+#: The order in which the upgrade to format 3 seals the databases (meta last, with the format).
+SEALING_ORDER = tuple(db for db in DB_NAMES if db != "meta" and db not in UNSEALED_DBS)
 
 INITIAL_MAP_SIZE = 1 << 30
 HEADROOM = 256 << 20
@@ -63,20 +74,36 @@ STAT_FIELDS = ("chunks", "chunk_raw_bytes", "chunk_stored_bytes", "referenced_by
 
 
 class Txn:
-    """One LMDB transaction with named databases and stats counters applied at commit."""
+    """One LMDB transaction with named databases, sealed records and stats counters applied
+    at commit. Values read are the records' without their seals."""
 
-    def __init__(self, raw: lmdb.Transaction, dbs: dict[str, object], write: bool) -> None:
+    def __init__(self, raw: lmdb.Transaction, dbs: dict[str, object], write: bool,
+                 sealing: Sealing | None = None) -> None:
         self.raw = raw
         self.dbs = dbs
         self.write = write
+        #: None when every record is sealed (format 3); else which are (an older store)
+        self.sealing = sealing
         self.stat_delta: dict[str, int] = {}
 
     def get(self, db: str, key: bytes) -> bytes | None:
         handle = self.dbs[db]
-        return None if handle is None else self.raw.get(key, db=handle)
+        if handle is None:
+            return None
+        stored = self.raw.get(key, db=handle)
+        return stored if stored is None else self.unseal(db, key, stored)
 
     def put(self, db: str, key: bytes, value: bytes, overwrite: bool = True) -> bool:
+        if db not in UNSEALED_DBS and (self.sealing is None or self.sealing.sealed(db, key)):
+            value = seal(key, value)
         return self.raw.put(key, value, db=self.dbs[db], overwrite=overwrite)
+
+    def unseal(self, db: str, key: bytes, stored: bytes) -> bytes:
+        """The value of a record as stored (read through `cursor` or `stored_items`), checked;
+        CorruptRecord if it fails its check."""
+        if db in UNSEALED_DBS or (self.sealing is not None and not self.sealing.sealed(db, key)):
+            return stored
+        return unseal(db, key, stored)
 
     def delete(self, db: str, key: bytes) -> bool:
         return self.raw.delete(key, db=self.dbs[db])
@@ -86,19 +113,27 @@ class Txn:
         self.raw.drop(self.dbs[db], delete=False)
 
     def cursor(self, db: str) -> lmdb.Cursor:
+        """A cursor over the records as stored: its values go through `unseal`."""
         return self.raw.cursor(db=self.dbs[db])
 
     def prefix_items(self, db: str, prefix: bytes, start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
-        """Yield (key, value) for keys starting with prefix, from prefix+start on, in key order."""
+        """Yield (key, value) for keys starting with prefix, from prefix+start on, in key order
+        (CorruptRecord when a record fails its check)."""
+        for key, stored in self.stored_items(db, prefix, start):
+            yield key, self.unseal(db, key, stored)
+
+    def stored_items(self, db: str, prefix: bytes = b"", start: bytes = b""
+                     ) -> Iterator[tuple[bytes, bytes]]:
+        """prefix_items as stored, unchecked (for fsck, which checks each record itself)."""
         if self.dbs[db] is None:
             return
         cur = self.cursor(db)
         if not cur.set_range(prefix + start):
             return
-        for key, value in cur:
+        for key, stored in cur:
             if not key.startswith(prefix):
                 return
-            yield key, value
+            yield key, stored
 
     def count(self, **deltas: int) -> None:
         """Add to the store-wide counters (shown by `maiffs stat`); applied when the txn commits."""
@@ -125,7 +160,7 @@ def _is_no_space(exc: lmdb.Error, path: str, expected_bytes: int = 0) -> bool:
 class Store:
     """An open store directory. Use `Store.create` for a new one and `Store.open` otherwise."""
 
-    def __init__(self, path: str, env: lmdb.Environment, readonly: bool) -> None:
+    def __init__(self, path: str, env: lmdb.Environment, readonly: bool, version: int) -> None:
         self.path = path
         self.env = env
         self.readonly = readonly
@@ -140,10 +175,12 @@ class Store:
         self._map_guard = threading.Condition()
         self._worker_readers = 0
         self._growing = False
-        with self.read() as txn:
-            raw = txn.get("meta", b"format")
         #: the format the store was written in (older ones are upgraded by the namespace)
-        self.format = struct.unpack(">I", raw)[0] if raw else STORE_FORMAT
+        self.format = version
+        #: every record is sealed (and will stay so): no transaction needs to ask which are
+        self.all_sealed = False
+        with self.env.begin() as raw:
+            self.all_sealed = self._sealing(raw) is None
 
     def _open_db(self, name: str) -> object | None:
         """A named database; None for one a read-only open of an older store does not have."""
@@ -154,8 +191,20 @@ class Store:
 
     def set_format(self, txn: Txn, version: int) -> None:
         """Record that the store is now in format version (after an upgrade)."""
-        txn.put("meta", b"format", struct.pack(">I", version))
+        txn.raw.put(b"format", format_record(version), db=self.dbs["meta"])
         self.format = version
+
+    def _sealing(self, raw: lmdb.Transaction) -> Sealing | None:
+        """Which records are sealed, as of transaction raw: None for all of them. Read in every
+        transaction until all are (another process may be upgrading the store meanwhile)."""
+        if self.all_sealed:
+            return None
+        meta = self.dbs["meta"]
+        if len(raw.get(b"format", db=meta)) == 4:  # before format 3
+            return Sealing(SEALING_ORDER)
+        mark = raw.get(UPGRADE_MARK, db=meta)
+        return None if mark is None else Sealing.decode(SEALING_ORDER,
+                                                         unseal("meta", UPGRADE_MARK, mark))
 
     # -- opening -------------------------------------------------------------------------
     @classmethod
@@ -169,10 +218,11 @@ class Store:
         os.makedirs(path, mode=0o700, exist_ok=True)
         os.chmod(path, 0o700)
         env = cls._open_env(path, readonly=False)
-        store = cls(path, env, readonly=False)
-        with store.env.begin(write=True) as raw:
-            raw.put(b"magic", MAGIC, db=store.dbs["meta"])
-            raw.put(b"format", struct.pack(">I", STORE_FORMAT), db=store.dbs["meta"])
+        with env.begin(write=True) as raw:
+            meta = env.open_db(b"meta", txn=raw)
+            raw.put(b"magic", MAGIC, db=meta)
+            raw.put(b"format", format_record(STORE_FORMAT), db=meta)
+        store = cls(path, env, readonly=False, version=STORE_FORMAT)
         store.sync()
         return store
 
@@ -195,15 +245,17 @@ class Store:
         except lmdb.Error as exc:
             env.close()
             raise StoreError(f"{path} is not a maiffs store ({exc})") from exc
-        if magic != MAGIC or fmt is None:
+        try:
+            if magic != MAGIC or fmt is None:
+                raise StoreError(f"{path} is not a maiffs store (create one with `maiffs mkfs DIR`)")
+            version = format_of(fmt)
+            if version > STORE_FORMAT:
+                raise StoreError(f"{path} has store format {version}, newer than this maiffs "
+                                 f"understands ({STORE_FORMAT}); upgrade maiffs")
+            return cls(path, env, readonly, version)
+        except StoreError:
             env.close()
-            raise StoreError(f"{path} is not a maiffs store (create one with `maiffs mkfs DIR`)")
-        version = struct.unpack(">I", fmt)[0]
-        if version > STORE_FORMAT:
-            env.close()
-            raise StoreError(f"{path} has store format {version}, newer than this maiffs "
-                             f"understands ({STORE_FORMAT}); upgrade maiffs")
-        return cls(path, env, readonly)
+            raise
 
     @staticmethod
     def _open_env(path: str, readonly: bool) -> lmdb.Environment:
@@ -237,7 +289,7 @@ class Store:
             with (self.read_around.off(raw, (self.dbs[db] for db in scattered
                                                   if self.dbs[db] is not None))
                   if scattered else nullcontext()):
-                yield Txn(raw, self.dbs, write=False)
+                yield Txn(raw, self.dbs, write=False, sealing=self._sealing(raw))
         finally:
             raw.abort()
 
@@ -280,7 +332,7 @@ class Store:
             self._ensure_room(expected_bytes)
             try:
                 with self.env.begin(write=True) as raw:
-                    txn = Txn(raw, self.dbs, write=True)
+                    txn = Txn(raw, self.dbs, write=True, sealing=self._sealing(raw))
                     result = fn(txn)
                     if txn.stat_delta:
                         self._apply_stats(txn)
@@ -375,3 +427,23 @@ class Store:
         if not self.readonly:
             self.sync()
         self.env.close()
+
+
+def format_record(version: int) -> bytes:
+    """meta's `format` record: 4 bytes up to format 2, sealed from format 3 on (so that a
+    damaged byte cannot make a sealed store look like one without seals)."""
+    raw = struct.pack(">I", version)
+    return raw if version < SEALED_FORMAT else seal(b"format", raw)
+
+
+def format_of(record: bytes) -> int:
+    """The version a `format` record holds (CorruptRecord if it is damaged)."""
+    if len(record) == 4:
+        version = struct.unpack(">I", record)[0]
+        if SEALED_FORMAT <= version <= STORE_FORMAT:  # would have been sealed
+            raise CorruptRecord("meta", b"format")
+        return version
+    value = unseal("meta", b"format", record)
+    if len(value) != 4:
+        raise CorruptRecord("meta", b"format")
+    return struct.unpack(">I", value)[0]
