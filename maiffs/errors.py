@@ -34,8 +34,8 @@ class CorruptRecord(StoreError):
     """A store record fails its checksum (format 3 seals every record): the request that read
     it fails with EIO, the rest of the store goes on serving; `maiffs fsck` lists every one."""
 
-    def __init__(self, db: str, key: bytes) -> None:
-        super().__init__(f"{db} record {show_key(key)} is damaged (fails its checksum); "
+    def __init__(self, db: str, key: bytes, why: str = "fails its checksum") -> None:
+        super().__init__(f"{db} record {show_key(key)} is damaged ({why}); "
                          f"`maiffs fsck` lists the damage, `maiffs fsck --repair` repairs it")
         self.db = db
         self.key = key

@@ -40,6 +40,10 @@ IN_OBJECTS = {"inodes", "extents", "xattrs", "symlinks"}
 INODE_KEYED = IN_OBJECTS | {"orphans", "objcache", "dirty"}
 FROM_OBJECT = "restored from its cached tree object (the inode has not changed since)"
 FROM_LINKS = "restored from its backlink and readdir cookie"
+#: What removing a bad record that nothing put back loses.
+_LOST = {"snapshots": "removed; the snapshot is lost",
+         "xattrs": "removed: extended attribute {} is lost",
+         "dirents": "removed; its file keeps its other names or goes to /lost+found"}
 
 
 class RecordChecks:
@@ -66,8 +70,7 @@ class RecordChecks:
         for db, key, why in m.bad:
             self._report(db, key, why, self.fixes.pop((db, key), None))
         for (db, key), fix in sorted(self.fixes.items()):  # under another key than the damaged one
-            ino = key_ino(key) if db in INODE_KEYED else None
-            self.report("record", f"{db} {show_key(key)}", "record is missing", fix, ino)
+            self._report(db, key, "", fix, message="record is missing")
 
     def _restore_from_objects(self) -> None:
         m = self.model
@@ -129,25 +132,23 @@ class RecordChecks:
             m.put("dirents", dirent_key(parent, name), encode_dirent(child, cookie))
             self.fixes[("dirents", dirent_key(parent, name))] = FROM_LINKS
 
-    def _report(self, db: str, key: bytes, why: str, fix: str | None) -> None:
+    def _report(self, db: str, key: bytes, why: str, fix: str | None,
+                message: str = "record {why}") -> None:
         ino = key_ino(key) if db in INODE_KEYED and len(key) >= 8 else None
-        subject = f"inode {ino}" if db == "inodes" and ino is not None else f"{db} {show_key(key)}"
-        if fix is not None:
-            self.report("record", subject, f"record {why}", fix, ino)
-        elif db == "extents" and len(key) == 16:
+        if fix is None and db == "extents" and len(key) == 16:
             self._extent_lost(key_ino(key), key_ino(key, 8), why)
-        elif db == "dirents" and len(key) > 8 and key_ino(key) in self.paths:
-            self.report("record", subject, f"entry {show(key[8:])}: record {why}",
-                        "removed; its file keeps its other names or goes to /lost+found",
-                        path=join(self.paths[key_ino(key)], key[8:]))
-        elif db == "xattrs" and ino is not None:
-            self.report("record", subject, f"extended attribute {show(key[8:])}: record {why}",
-                        "removed: the attribute is lost", ino)
-        else:
-            lost = "; the snapshot is lost" if db == "snapshots" else ""
-            self.report("record", subject, f"record {why}", "removed" + lost, ino)
+            return
+        if fix is None:
+            fix = _LOST.get(db, "removed")
+            if db == "xattrs" and ino is not None:
+                fix = fix.format(show(key[8:]))
             if db == "objcache" and ino is not None:  # its inode is rebuilt by the next snapshot
                 self.model.touched.add(ino)
+        path = None
+        if db == "dirents" and len(key) > 8 and key_ino(key) in self.paths:
+            path = join(self.paths[key_ino(key)], key[8:])
+        subject = f"inode {ino}" if db == "inodes" and ino is not None else f"{db} {show_key(key)}"
+        self.report("record", subject, message.format(why=why), fix, ino, path=path)
 
     def _extent_lost(self, ino: int, off: int, why: str) -> None:
         """An extent not restored: its bytes, up to the next extent or the end of the file,

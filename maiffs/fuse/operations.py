@@ -66,8 +66,9 @@ def _errors(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
             if exc.errno == errno.EIO:
                 log.error("%s: %s", fn.__name__, exc)
             raise pyfuse3.FUSEError(exc.errno) from None
-        except StoreError as exc:
-            log.error("%s: %s", fn.__name__, exc)
+        except StoreError as exc:  # e.g. CorruptRecord: EIO for this request only
+            asked = tuple(arg for arg in args[1:3] if isinstance(arg, (int, bytes)))
+            log.error("%s%r: %s", fn.__name__, asked, exc)
             raise pyfuse3.FUSEError(errno.EIO) from None
         except Exception:
             log.exception("unexpected error in %s%r", fn.__name__, args[1:3])

@@ -9,6 +9,7 @@ lookup counts) changes only after the commit. Callers are expected to be single-
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import stat
 import struct
@@ -18,7 +19,7 @@ from typing import Protocol
 
 import blake3
 
-from maiffs.errors import FsError
+from maiffs.errors import CorruptRecord, FsError
 from maiffs.namespace import acl, filedata
 from maiffs.namespace.changes import (add_backlink, build_backlinks, mark_changed, path_of,
                                       remove_backlink)
@@ -32,6 +33,8 @@ from maiffs.store.chunker import ChunkParams
 from maiffs.store.chunks import ChunkStore
 from maiffs.store.env import Store, Txn
 from maiffs.store.upgrade import seal_records
+
+log = logging.getLogger(__name__)
 
 NAME_MAX = 255
 SYMLINK_MAX = 4095
@@ -48,6 +51,8 @@ RELATIME_NS = 24 * 3600 * 10**9
 SMALL_READ = 64 << 10
 #: what a directory listing reads: their leaf pages are read ahead when a listing starts
 LISTING_DBS = ("dircookies", "dirents", "inodes")
+#: marks the readdir offsets of a listing that left out a damaged entry (cookies stay below it)
+DAMAGED = 1 << 62
 
 
 class GraftSource(Protocol):
@@ -369,11 +374,21 @@ class Namespace:
         txn.count(inodes=-1)
 
     def purge_orphans(self) -> int:
-        """Delete inodes left unlinked-but-open by a previous run (they can have no users now)."""
+        """Delete inodes left unlinked-but-open by a previous run (they can have no users now).
+        One whose records are damaged is left for fsck: the mount goes on without it."""
+        orphans = []
         with self.store.read() as txn:
-            orphans = [key_ino(k) for k, _ in txn.prefix_items("orphans", b"")]
+            for key, stored in txn.stored_items("orphans"):
+                try:
+                    txn.unseal("orphans", key, stored)
+                    orphans.append(key_ino(key))
+                except CorruptRecord as exc:
+                    log.error("unlinked inode not deleted: %s", exc)
         for ino in orphans:
-            self.store.write(lambda txn, ino=ino: self._delete_inode(txn, ino))
+            try:
+                self.store.write(lambda txn, ino=ino: self._delete_inode(txn, ino))
+            except CorruptRecord as exc:
+                log.error("unlinked inode %d not deleted: %s", ino, exc)
         return len(orphans)
 
     # -- grafting whole trees (snapshot restore) ----------------------------------------------
@@ -597,23 +612,45 @@ class Namespace:
 
         Offsets are per-entry cookies that never change, so a listing interrupted while
         entries are added or removed resumes without skipping or repeating survivors.
+        An entry whose records are damaged is left out (and logged) and the listing goes on;
+        the offsets from there on carry DAMAGED, so that once every other entry is listed the
+        listing ends in EIO (raised by the next call, which has nothing left to yield).
         """
+        damaged, start = start & DAMAGED, start & ~DAMAGED
+        yielded = False
         if start < 1:
             self.store.read_tree_ahead(LISTING_DBS)
         with self.store.read(scattered=LISTING_DBS) as txn:
             dirnode = self._dir(txn, ino)
             if start < 1:
-                yield b".", self._view(dirnode), 1
+                yielded = True
+                yield b".", self._view(dirnode), 1 | damaged
             if start < 2:
-                yield b"..", self._view(self._load(txn, dirnode.parent)), 2
+                try:
+                    parent = self._view(self._load(txn, dirnode.parent))
+                    yielded = True
+                    yield b"..", parent, 2 | damaged
+                except CorruptRecord as exc:
+                    damaged = _left_out(ino, "'..'", exc)
             prefix = ino_key(ino)
             first = struct.pack(">Q", max(start, FIRST_COOKIE))
-            for key, name in txn.prefix_items("dircookies", prefix, first):
-                cookie = key_ino(key, 8)
-                child = self._entry(txn, ino, bytes(name))
-                if child is None:
+            for key, stored in txn.stored_items("dircookies", prefix, first):
+                name = b""
+                try:
+                    name = bytes(txn.unseal("dircookies", key, stored))
+                    child = self._entry(txn, ino, name)
+                    if child is None:  # (they are written and deleted together)
+                        raise CorruptRecord("dirents", dirent_key(ino, name),
+                                            "missing, though its readdir cookie names it")
+                    inode = self._view(self._load(txn, child))
+                except CorruptRecord as exc:
+                    entry = repr(os.fsdecode(name)) if name else f"at cookie {key_ino(key, 8)}"
+                    damaged = _left_out(ino, entry, exc)
                     continue
-                yield bytes(name), self._view(self._load(txn, child)), cookie + 1
+                yielded = True
+                yield name, inode, (key_ino(key, 8) + 1) | damaged
+        if damaged and not yielded:
+            raise FsError(errno.EIO, f"the listing of inode {ino} left out damaged entries")
 
     # -- attributes -----------------------------------------------------------------------
     def setattr(self, ino: int, mode: int | None = None, uid: int | None = None,
@@ -970,3 +1007,9 @@ class Namespace:
     def flush_all(self) -> None:
         for ino in list(self.files):
             self.flush(ino)
+
+
+def _left_out(ino: int, entry: str, exc: CorruptRecord) -> int:
+    """Log an entry a listing leaves out because its records are damaged; DAMAGED."""
+    log.error("the listing of directory inode %d leaves out entry %s: %s", ino, entry, exc)
+    return DAMAGED

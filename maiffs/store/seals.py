@@ -26,7 +26,7 @@ from maiffs.errors import CorruptRecord
 SEALED_FORMAT = 3
 SEAL_SIZE = 4
 UNSEALED_DBS = frozenset({"chunks"})
-_RESIDUE = 0x2144DF1C  # CRC-32 of any bytes followed by their own CRC-32, little-endian
+SEALED_RESIDUE = 0x2144DF1C  # CRC-32 of any bytes followed by their own CRC-32, little-endian
 _DONE = struct.Struct(">H")
 
 
@@ -37,7 +37,7 @@ def seal(key: bytes, value: bytes) -> bytes:
 
 def unseal(db: str, key: bytes, sealed: bytes) -> bytes:
     """The value of a sealed record (a view if sealed is one); CorruptRecord if it fails its check."""
-    if zlib.crc32(sealed, zlib.crc32(key)) != _RESIDUE or len(sealed) < SEAL_SIZE:
+    if zlib.crc32(sealed, zlib.crc32(key)) != SEALED_RESIDUE:
         raise CorruptRecord(db, bytes(key))
     return sealed[:-SEAL_SIZE]
 
