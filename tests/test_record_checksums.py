@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import random
 import shutil
 import stat
 import struct
@@ -28,6 +29,7 @@ import pytest
 from conftest import MaiffsMount, maiffs, make_mount
 from fsutil import assert_same_tree, errno_of, run, tree_state
 from maiffs.errors import CorruptRecord
+from maiffs.fsck import fsck as fsck_report
 from maiffs.namespace.records import ROOT_INO, decode_dirent, dirent_key, ino_key, key_ino
 from maiffs.store import STORE_FORMAT, Store
 from maiffs.store.env import DB_NAMES, UPGRADE_MARK
@@ -53,12 +55,14 @@ def populate(root: Path) -> None:
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A store after real use (and one snapshot, which caches every inode's tree object)."""
+    """A store after real use: a snapshot, which caches every inode's tree object, then a
+    change (so that some inodes are marked changed since)."""
     m = make_mount(tmp_path_factory.mktemp("template"))
     m.mount()
     try:
         populate(m.path)
         (m.path / ".snapshots" / "before").mkdir()
+        (m.path / "later").write_bytes(b"after the snapshot")
     finally:
         m.cleanup()
     return m.store
@@ -123,8 +127,9 @@ def extents_of(store: Path, ino: int) -> list[tuple[int, int]]:
         s.close()
 
 
-def flip(store: Path, db: str, key: bytes, at: int) -> int:
-    """Flip one bit of byte `at` of key + stored value, in data.mdb; how many copies there were."""
+def flip(store: Path, db: str, key: bytes, at: int, must: bool = True) -> int:
+    """Flip one bit of byte `at` of key + stored value, in data.mdb; how many copies there were
+    (with must, at least one)."""
     needle = key + stored(store, db, key)
     data = (store / "data.mdb").read_bytes()
     spots = []
@@ -132,7 +137,7 @@ def flip(store: Path, db: str, key: bytes, at: int) -> int:
     while found >= 0:
         spots.append(found)
         found = data.find(needle, found + 1)
-    assert spots, f"{db} record {key.hex()} not found in data.mdb"
+    assert spots or not must, f"{db} record {key.hex()} not found in data.mdb"
     with open(store / "data.mdb", "r+b") as f:
         for spot in spots:
             f.seek(spot + at)
@@ -400,3 +405,39 @@ def test_upgrade_killed_half_way_opens_and_finishes(store: Path, mount) -> None:
     assert_same_tree(expected, tree_state(m.path), "the store after the upgrade")
     m.unmount()
     assert all_sealed(store) >= records
+
+
+def every_record(store: Path) -> list[tuple[str, bytes, int]]:
+    """(db, key, stored length) of every sealed record, but meta's header."""
+    env = lmdb.open(str(store), max_dbs=32, readonly=True, lock=False)
+    try:
+        with env.begin() as txn:
+            return [(name, bytes(key), len(value)) for name in DB_NAMES if name not in UNSEALED_DBS
+                    for key, value in txn.cursor(db=env.open_db(name.encode(), txn=txn))
+                    if (name, bytes(key)) not in (("meta", b"magic"), ("meta", b"format"))]
+    finally:
+        env.close()
+
+
+def test_a_flipped_byte_in_any_record_is_found_and_repaired(template: Path, tmp_path: Path) -> None:
+    """Each record of the store in turn gets one byte flipped, in its key or its value (seeded
+    random): fsck finds it (exit 1), --repair ends with a clean store."""
+    rng = random.Random(8)
+    records = every_record(template)
+    assert len(records) > 60 and len({db for db, _k, _n in records}) == 15  # all but orphans
+    flipped = 0
+    for db, key, length in records:
+        copy = tmp_path / "copy"
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(template, copy)
+        at = rng.randrange(len(key) + length)
+        if flip(copy, db, key, at, must=False) == 0:
+            continue  # a value too big to lie beside its key (an overflow page)
+        flipped += 1
+        where = f"{db} {key.hex()} byte {at}"
+        found = fsck_report(str(copy), repair=False)
+        assert not found.ok and found.findings, where
+        repaired = fsck_report(str(copy), repair=True)
+        assert repaired.ok, f"{where}: {[f.line(True) for f in repaired.remaining]}"
+        assert fsck_report(str(copy), repair=False).ok, where
+    assert flipped >= len(records) - 3, (flipped, len(records))

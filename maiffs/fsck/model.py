@@ -5,6 +5,7 @@ several checks need (who names what, paths, the counters, the objects a set of r
 
 from __future__ import annotations
 
+import itertools
 import stat
 import struct
 from collections import deque
@@ -270,13 +271,47 @@ class Model:
 
     def apply(self, txn: Txn) -> None:
         """Write the plan (the inodes last, as they are now), in the caller's write transaction."""
+        damaged: dict[str, set[bytes]] = {}
+        for db, key in itertools.chain(((db, key) for db, key, _why in self.bad),
+                                       (("objects", oid) for oid in self.bad_objects)):
+            damaged.setdefault(db, set()).add(key)
+        for db, keys in damaged.items():
+            _delete_damaged(txn, db, keys)
         for (db, key), value in self.plan.items():
-            if value is None:
-                txn.delete(db, key)
-            else:
+            if value is not None:
                 txn.put(db, key, value)
+            elif key not in damaged.get(db, ()):
+                txn.delete(db, key)
         for ino in self.dirty:
             txn.put("inodes", ino_key(ino), self.inodes[ino].encode())
+
+
+def _delete_damaged(txn: Txn, db: str, keys: set[bytes]) -> None:
+    """Delete db's records under keys that fail their check, by walking the database: a
+    damaged key can sit out of order in the B-tree, even beside a sound record with the same
+    key, where a search goes astray. Under a key where none fails (a record that does not
+    decode), the record is deleted as usual."""
+    failed = set()
+    cur = txn.cursor(db)
+    more = cur.first()
+    while more:
+        key = bytes(cur.key())
+        if key in keys and not _passes(txn, db, key, cur.value()):
+            failed.add(key)
+            cur.delete()  # (moves to the next record)
+            more = cur.key() != b""
+        else:
+            more = cur.next()
+    for key in keys - failed:
+        txn.delete(db, key)
+
+
+def _passes(txn: Txn, db: str, key: bytes, stored: bytes) -> bool:
+    try:
+        txn.unseal(db, key, stored)
+    except CorruptRecord:
+        return False
+    return True
 
 
 def _ino(key: bytes) -> int:
@@ -313,15 +348,18 @@ def load(txn: Txn) -> Model:
 
 
 def _sound_records(txn: Txn, m: Model, db: str) -> Iterator[tuple[bytes, bytes]]:
-    """db's records that pass their check (the others go to m.bad); meta's without the
-    records the store reads itself at open."""
+    """db's records that pass their check (the others go to m.bad, or m.bad_objects); meta's
+    without the records the store reads itself at open."""
     for key, stored in txn.stored_items(db):
         if db == "meta" and key in HEADER_KEYS:
             continue
         try:
             yield key, txn.unseal(db, key, stored)
         except CorruptRecord:
-            m.bad.append((db, key, "fails its checksum"))
+            if db == "objects":  # the tree checks repair the trees that use it
+                m.bad_objects[key] = "fails its checksum"
+            else:
+                m.bad.append((db, key, "fails its checksum"))
 
 
 def _load_meta(m: Model, meta: dict[bytes, bytes]) -> None:

@@ -14,9 +14,12 @@ exactly, rebuilt where they imply it, and reported lost where nothing does:
 - a directory entry is restored from its backlink and its readdir cookie, which name it too;
   an entry that is not is gone, and the reachability check links its file into /lost+found;
 - the bytes of a file's extent that is not restored read as zeros (a `data` finding);
+- a damaged `dirty` mark could have been any inode's: every inode is marked changed (the next
+  snapshot builds every tree object anew), and no cached object is trusted here;
+- a damaged tree object is left to the tree checks, which repair the trees that use it;
 - the rest are derived records, rebuilt by the checks after this one (refcounts, backlinks,
-  byid, cookies, the counters, the `dirty` marks), or are lost as reported (an extended
-  attribute, a snapshot).
+  byid, readdir cookies, orphans, counters, allocators), or are lost as reported (an extended
+  attribute, a symlink's target, a snapshot).
 
 The restoring runs from what is missing, not from the damaged keys, so it also finds the
 record whose damaged key made it look like another one.
@@ -40,10 +43,15 @@ IN_OBJECTS = {"inodes", "extents", "xattrs", "symlinks"}
 INODE_KEYED = IN_OBJECTS | {"orphans", "objcache", "dirty"}
 FROM_OBJECT = "restored from its cached tree object (the inode has not changed since)"
 FROM_LINKS = "restored from its backlink and readdir cookie"
-#: What removing a bad record that nothing put back loses.
+#: What removing a bad record that nothing put back loses (the derived ones lose nothing).
 _LOST = {"snapshots": "removed; the snapshot is lost",
          "xattrs": "removed: extended attribute {} is lost",
-         "dirents": "removed; its file keeps its other names or goes to /lost+found"}
+         "symlinks": "removed: the symlink's target is lost",
+         "dirents": "removed; its file keeps its other names or goes to /lost+found",
+         "dirty": "removed; every inode is marked changed (the next snapshot builds all anew)",
+         "objcache": "removed (the next snapshot builds that tree object anew)",
+         "inodes": "removed"}
+DERIVED = "removed; rebuilt from the other records"
 
 
 class RecordChecks:
@@ -67,6 +75,10 @@ class RecordChecks:
             self._rebuild_inodes()
         if "dirents" in damaged:
             self._restore_entries()
+        if "dirty" in damaged:  # which inode lost its mark is unknown: all are marked
+            for ino in m.inodes.keys() - m.marked:
+                m.marked.add(ino)
+                m.put("dirty", ino_key(ino), b"")
         for db, key, why in m.bad:
             self._report(db, key, why, self.fixes.pop((db, key), None))
         for (db, key), fix in sorted(self.fixes.items()):  # under another key than the damaged one
@@ -139,7 +151,7 @@ class RecordChecks:
             self._extent_lost(key_ino(key), key_ino(key, 8), why)
             return
         if fix is None:
-            fix = _LOST.get(db, "removed")
+            fix = _LOST.get(db, DERIVED)
             if db == "xattrs" and ino is not None:
                 fix = fix.format(show(key[8:]))
             if db == "objcache" and ino is not None:  # its inode is rebuilt by the next snapshot

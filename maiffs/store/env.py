@@ -17,6 +17,7 @@ seals what it writes and checks what it reads, so a damaged record raises Corrup
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import struct
 import threading
@@ -64,6 +65,8 @@ DB_NAMES = (
 )
 #: The order in which the upgrade to format 3 seals the databases (meta last, with the format).
 SEALING_ORDER = tuple(db for db in DB_NAMES if db != "meta" and db not in UNSEALED_DBS)
+
+log = logging.getLogger(__name__)
 
 INITIAL_MAP_SIZE = 1 << 30
 HEADROOM = 256 << 20
@@ -394,7 +397,14 @@ class Store:
         self.read_around = ReadAround(self.env, self.read_around.data_path)  # (the old env is closed)
 
     def _apply_stats(self, txn: Txn) -> None:
-        values = dict(zip(STAT_FIELDS, STATS_RECORD.unpack(txn.get("meta", b"stats") or bytes(STATS_RECORD.size))))
+        """Add the transaction's deltas to the counters. Damaged counters stay as they are
+        (unreadable until fsck recounts them) rather than fail every write."""
+        try:
+            stored = txn.get("meta", b"stats")
+        except CorruptRecord as exc:
+            log.error("store counters not updated: %s", exc)
+            return
+        values = dict(zip(STAT_FIELDS, STATS_RECORD.unpack(stored or bytes(STATS_RECORD.size))))
         for name, delta in txn.stat_delta.items():
             values[name] += delta
         txn.put("meta", b"stats", STATS_RECORD.pack(*(values[f] for f in STAT_FIELDS)))
