@@ -28,8 +28,9 @@ import pytest
 
 from conftest import MaiffsMount, maiffs, make_mount
 from fsutil import assert_same_tree, errno_of, run, tree_state
-from maiffs.errors import CorruptRecord
+from maiffs.errors import CorruptRecord, FsError, StoreError
 from maiffs.fsck import fsck as fsck_report
+from maiffs.namespace.namespace import Namespace
 from maiffs.namespace.records import ROOT_INO, decode_dirent, dirent_key, ino_key, key_ino
 from maiffs.store import STORE_FORMAT, Store
 from maiffs.store.env import DB_NAMES, UPGRADE_MARK
@@ -198,8 +199,8 @@ def test_damaged_inode_dirent_and_extent_give_eio_only_there(store: Path, mount)
     assert sorted(listing.stdout.split()) == ["a.txt", "sub"]
     assert os.stat(m.path / "big").st_size == len(BIG)
     assert errno_of((m.path / "big").read_bytes) == errno.EIO
-    with open(m.path / "big", "rb") as f:  # the start, far from the damaged extent, reads right
-        assert os.pread(f.fileno(), 64 << 10, 0) == BIG[:64 << 10] and off > 128 << 10
+    with open(m.path / "big", "rb") as f:  # the whole file: a read checks all its extents
+        assert errno_of(os.pread, f.fileno(), 4096, 0) == errno.EIO and off > 128 << 10
     daemon_lives(m)
     log = (store / "maiffs.log").read_text()
     assert f"inodes record {ino_key(victim).hex()} is damaged" in log
@@ -301,6 +302,29 @@ def test_damaged_key_answers_for_no_name(store: Path, mount) -> None:
     assert sorted(os.listdir(m.path / "d")) == ["a.txt", "m-victim", "sub", "z.txt"]
 
 
+def test_extent_moved_by_a_damaged_key_is_not_read_as_a_hole(store: Path, mount) -> None:
+    """An extent whose key now names another inode is missing from its file, where a read
+    would find a hole (zeros): the file's extents no longer add up to its allocated bytes, so
+    its reads fail instead. Repair puts the extent back (from the cached tree object)."""
+    big = ino_of(store, "big")
+    off = extents_of(store, big)[1][0]
+    key = ino_key(big) + struct.pack(">Q", off)
+    flip(store, "extents", key, 5)  # inode 8 -> 65544, which does not exist
+
+    m = mount(store)
+    assert os.stat(m.path / "big").st_size == len(BIG)
+    assert errno_of((m.path / "big").read_bytes) == errno.EIO
+    assert (m.path / "d" / "a.txt").read_bytes() == SIBLINGS["d/a.txt"]
+    m.unmount()
+    assert f"extents record {ino_key(big).hex()} is damaged (missing: they hold" in (
+        store / "maiffs.log").read_text()
+
+    out = fsck(store, "--repair").stdout
+    assert f"extents {key.hex()} (/big): record is missing (repaired: restored from its cached" in out
+    m = mount(store)
+    assert (m.path / "big").read_bytes() == BIG
+
+
 def test_damaged_format_record_is_refused_in_one_line(store: Path) -> None:
     flip(store, "meta", b"format", len(b"format") + 3)
     for args in (("stat", store), ("fsck", store)):
@@ -333,10 +357,10 @@ def all_sealed(store: Path) -> int:
 
 
 def counts(store: Path) -> dict:
-    """`maiffs stat --json` of an unmounted store (a read-only open) but for the file's size."""
+    """What `maiffs stat --json` of an unmounted store (a read-only open) counts in its records."""
     report = json.loads(maiffs("stat", "--json", store).stdout)
-    del report["store_file_bytes"]
-    return report
+    return {name: report[name] for name in ("inodes", "files", "directories", "snapshots",
+                                            "logical_bytes", "referenced_bytes", "chunks")}
 
 
 def test_format_2_store_is_read_as_it_is_and_upgraded_when_mounted(store: Path, mount) -> None:
@@ -419,12 +443,91 @@ def every_record(store: Path) -> list[tuple[str, bytes, int]]:
         env.close()
 
 
-def test_a_flipped_byte_in_any_record_is_found_and_repaired(template: Path, tmp_path: Path) -> None:
+REFUSED = "refused"  # an answer that is an error: CorruptRecord, CorruptChunk, an errno
+
+
+def answers(store: Path, paths: list[str]) -> dict[tuple[str, str], object]:
+    """What a read-only namespace answers about each path of the live tree: attributes,
+    listing, content, symlink target, xattrs; REFUSED for each it raises on instead."""
+    s = Store.open(str(store), readonly=True)
+    ns = Namespace(s)
+    out: dict[tuple[str, str], object] = {}
+
+    def answer(path: str, facet: str, fn) -> None:
+        try:
+            out[(path, facet)] = fn()
+        except (StoreError, FsError):
+            out[(path, facet)] = REFUSED
+
+    def resolve(path: str) -> int:
+        ino = ROOT_INO
+        for name in filter(None, path.split("/")):
+            ino = ns.lookup(ino, name.encode()).ino
+        return ino
+
+    def listing(ino: int) -> list:
+        """As the kernel lists: from the last offset again, until a call yields nothing."""
+        entries: list = []
+        offset = 0
+        while batch := list(ns.readdir(ino, offset)):
+            entries += [(name, inode.ino) for name, inode, _offset in batch]
+            offset = batch[-1][2]
+        return sorted(entries)
+
+    def content(ino: int) -> bytes:
+        ns.open(ino)
+        try:
+            return ns.read(ino, 0, 1 << 30)
+        finally:
+            ns.release(ino)
+
+    try:
+        for path in paths:
+            answer(path, "attrs", lambda: ns.getattr(resolve(path)))
+            if out[(path, "attrs")] == REFUSED:
+                continue
+            ino, kind = resolve(path), stat.S_IFMT(out[(path, "attrs")].mode)
+            answer(path, "xattrs", lambda: {n: ns.getxattr(ino, n) for n in ns.listxattr(ino)})
+            if kind == stat.S_IFDIR:
+                answer(path, "listing", lambda: listing(ino))
+            elif kind == stat.S_IFREG:
+                answer(path, "content", lambda: content(ino))
+            elif kind == stat.S_IFLNK:
+                answer(path, "target", lambda: ns.readlink(ino))
+    finally:
+        s.close()
+    return out
+
+
+def tree_paths(store: Path) -> list[str]:
+    s = Store.open(str(store), readonly=True)
+    ns = Namespace(s)
+    paths, pending = [""], [("", ROOT_INO)]
+    try:
+        while pending:
+            path, ino = pending.pop()
+            for name, inode, _offset in ns.readdir(ino, 0):
+                if name not in (b".", b".."):
+                    paths.append(f"{path}/{name.decode()}")
+                    if stat.S_ISDIR(inode.mode):
+                        pending.append((paths[-1], inode.ino))
+    finally:
+        s.close()
+    return paths
+
+
+def test_a_flipped_byte_in_any_record_is_found_and_never_read_wrong(template: Path,
+                                                                    tmp_path: Path) -> None:
     """Each record of the store in turn gets one byte flipped, in its key or its value (seeded
-    random): fsck finds it (exit 1), --repair ends with a clean store."""
+    random). Every answer about the live tree is then the right one or an error (only a
+    listing, or a file's xattrs, may miss what a damaged key of its own record moved away);
+    fsck finds the damage (exit 1); --repair ends with a clean store."""
     rng = random.Random(8)
     records = every_record(template)
     assert len(records) > 60 and len({db for db, _k, _n in records}) == 15  # all but orphans
+    paths = tree_paths(template)
+    right = answers(template, paths)
+    assert len(right) > 20 and REFUSED not in right.values()
     flipped = 0
     for db, key, length in records:
         copy = tmp_path / "copy"
@@ -435,6 +538,13 @@ def test_a_flipped_byte_in_any_record_is_found_and_repaired(template: Path, tmp_
             continue  # a value too big to lie beside its key (an overflow page)
         flipped += 1
         where = f"{db} {key.hex()} byte {at}"
+        partial = {"dircookies": "listing", "xattrs": "xattrs"}.get(db) if at < len(key) else None
+        for (path, facet), seen in answers(copy, paths).items():
+            want = right.get((path, facet))
+            if facet == partial and isinstance(seen, (list, dict)):
+                assert all(item in want for item in seen), f"{where}: {path} {facet}: {seen!r}"
+            else:
+                assert seen in (want, REFUSED), f"{where}: {path} {facet}: {seen!r}, not {want!r}"
         found = fsck_report(str(copy), repair=False)
         assert not found.ok and found.findings, where
         repaired = fsck_report(str(copy), repair=True)

@@ -287,7 +287,10 @@ class Namespace:
             inode = self._load(txn, ino)
             if not stat.S_ISLNK(inode.mode):
                 raise FsError(errno.EINVAL)
-            return bytes(txn.get("symlinks", ino_key(ino)) or b"")
+            target = txn.get("symlinks", ino_key(ino))
+            if target is None:  # (written and deleted with the inode)
+                raise CorruptRecord("symlinks", ino_key(ino), "missing, though it is a symlink")
+            return bytes(target)
 
     # -- removing -------------------------------------------------------------------------
     def unlink(self, parent: int, name: bytes) -> None:
@@ -638,6 +641,8 @@ class Namespace:
                 name = b""
                 try:
                     name = bytes(txn.unseal("dircookies", key, stored))
+                    if key_ino(key, 8) < start:  # listed before: a damaged key near it
+                        continue                 # put the B-tree out of order
                     child = self._entry(txn, ino, name)
                     if child is None:  # (they are written and deleted together)
                         raise CorruptRecord("dirents", dirent_key(ino, name),
@@ -844,6 +849,10 @@ class Namespace:
             if off >= file_size or size <= 0:
                 return b"", inode
             size = min(size, file_size - off)
+            if state is None or not state.extents_checked:
+                _check_extents(txn, inode)
+                if state is not None:
+                    state.extents_checked = True
             sequential = self.readahead.note_read(txn, ino, off, off + size)
             buf = filedata.read_stored(txn, self.chunks, ino, off, size,
                                        piecewise=not sequential and size <= SMALL_READ)
@@ -1013,3 +1022,13 @@ def _left_out(ino: int, entry: str, exc: CorruptRecord) -> int:
     """Log an entry a listing leaves out because its records are damaged; DAMAGED."""
     log.error("the listing of directory inode %d leaves out entry %s: %s", ino, entry, exc)
     return DAMAGED
+
+
+def _check_extents(txn: Txn, inode: Inode) -> None:
+    """A file's extents add up to its allocated bytes (every change keeps them so): if they do
+    not, an extent record was lost to a damaged key, and its bytes would read as zeros.
+    Checked at the first read of each open (the rest of the open keeps them so)."""
+    held = sum(length for _off, _cid, length in filedata.iter_extents(txn, inode.ino, 0, 1 << 63))
+    if held != inode.allocated:
+        raise CorruptRecord("extents", ino_key(inode.ino),
+                            f"missing: they hold {held} bytes, the inode says {inode.allocated}")

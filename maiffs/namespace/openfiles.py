@@ -23,6 +23,8 @@ class FileState:
     mtime_ns: int | None = None
     ctime_ns: int | None = None
     flushing: bool = False
+    #: its stored extents were found to add up to its allocated bytes (at its first read)
+    extents_checked: bool = False
 
     def has_unflushed(self) -> bool:
         return bool(self.dirty) or bool(self.in_flight) or self.mtime_ns is not None

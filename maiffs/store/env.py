@@ -134,15 +134,20 @@ class Txn:
 
     def stored_items(self, db: str, prefix: bytes = b"", start: bytes = b""
                      ) -> Iterator[tuple[bytes, bytes]]:
-        """prefix_items as stored, unchecked (readdir and fsck check each record themselves)."""
+        """prefix_items as stored, unchecked (readdir and fsck check each record themselves).
+        A record whose damaged key sorts outside the prefix but sits among its records (the
+        B-tree keeps it where it was) is yielded too, for its check to fail."""
         if self.dbs[db] is None:
             return
         cur = self.cursor(db)
         if not cur.set_range(prefix + start):
             return
         for key, stored in cur:
-            if not key.startswith(prefix):
-                return
+            if not key.startswith(prefix):  # past them, or a damaged key out of place among them
+                if not (cur.next() and cur.key().startswith(prefix)):
+                    return
+                yield key, stored  # (a damaged key: its check fails)
+                key, stored = cur.item()
             yield key, stored
 
     def count(self, **deltas: int) -> None:
