@@ -194,8 +194,9 @@ def test_damaged_inode_dirent_and_extent_give_eio_only_there(store: Path, mount)
     for rel, data in SIBLINGS.items():
         assert (m.path / rel).read_bytes() == data
     assert os.readlink(m.path / "link") == "d/a.txt"
+    assert os.getxattr(m.path / "d" / "a.txt", "user.note") == b"kept"
     listing = run("ls", m.path / "d", ok=False)
-    assert listing.returncode != 0 and "Input/output error" in listing.stderr, listing
+    assert listing.returncode == 2 and "Input/output error" in listing.stderr, listing
     assert sorted(listing.stdout.split()) == ["a.txt", "sub"]
     assert os.stat(m.path / "big").st_size == len(BIG)
     assert errno_of((m.path / "big").read_bytes) == errno.EIO
@@ -323,6 +324,31 @@ def test_extent_moved_by_a_damaged_key_is_not_read_as_a_hole(store: Path, mount)
     assert f"extents {key.hex()} (/big): record is missing (repaired: restored from its cached" in out
     m = mount(store)
     assert (m.path / "big").read_bytes() == BIG
+
+
+def test_damaged_counters_and_allocator_stop_only_what_needs_them(store: Path, mount) -> None:
+    """Damaged store counters: statfs fails, writes go on (the counters wait for fsck). A
+    damaged inode allocator: creating files fails (a new inode number could collide), the
+    rest works. fsck --repair recounts and sets the allocator above every number in use."""
+    flip(store, "meta", b"stats", len(b"stats") + 9)
+    flip(store, "meta", b"next_ino", len(b"next_ino") + 7)
+    m = mount(store)
+    assert errno_of(os.statvfs, m.path) == errno.EIO
+    assert errno_of(os.open, m.path / "d" / "new", os.O_CREAT | os.O_WRONLY, 0o644) == errno.EIO
+    with open(m.path / "d" / "z.txt", "ab") as f:
+        f.write(b"appended\n")
+    assert (m.path / "d" / "z.txt").read_bytes() == b"zulu\n" * 100 + b"appended\n"
+    assert (m.path / "d" / "a.txt").read_bytes() == SIBLINGS["d/a.txt"]
+    m.unmount()
+
+    out = fsck(store, "--repair").stdout
+    assert "record: meta stats: record fails its checksum (repaired: removed; rebuilt from the other records)" in out
+    assert "record: meta next_ino: record fails its checksum" in out
+    assert "is clean" in fsck(store).stdout
+    m = mount(store)
+    assert os.statvfs(m.path).f_files > 0
+    (m.path / "d" / "new").write_bytes(b"new")
+    assert (m.path / "d" / "new").read_bytes() == b"new"
 
 
 def test_damaged_format_record_is_refused_in_one_line(store: Path) -> None:
