@@ -639,21 +639,22 @@ class Namespace:
             first = struct.pack(">Q", max(start, FIRST_COOKIE))
             for key, stored in txn.stored_items("dircookies", prefix, first):
                 name = b""
+                cookie = key_ino(key, 8)
                 try:
                     name = bytes(txn.unseal("dircookies", key, stored))
-                    if key_ino(key, 8) < start:  # listed before: a damaged key near it
-                        continue                 # put the B-tree out of order
+                    if cookie < start:  # listed before: a damaged key near it put the
+                        continue        # B-tree out of order
                     child = self._entry(txn, ino, name)
                     if child is None:  # (they are written and deleted together)
                         raise CorruptRecord("dirents", dirent_key(ino, name),
                                             "missing, though its readdir cookie names it")
                     inode = self._view(self._load(txn, child))
                 except CorruptRecord as exc:
-                    entry = repr(os.fsdecode(name)) if name else f"at cookie {key_ino(key, 8)}"
+                    entry = repr(os.fsdecode(name)) if name else f"at cookie {cookie}"
                     damaged = _left_out(ino, entry, exc)
                     continue
                 yielded = True
-                yield name, inode, (key_ino(key, 8) + 1) | damaged
+                yield name, inode, (cookie + 1) | damaged
         if damaged and not yielded:
             raise FsError(errno.EIO, f"the listing of inode {ino} left out damaged entries")
 
