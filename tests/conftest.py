@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -99,6 +99,27 @@ def mounted(tmp_path: Path) -> Iterator[MaiffsMount]:
     """A fresh store mounted on tmp_path/mnt for one test."""
     with mount_session(tmp_path) as m:
         yield m
+
+
+@pytest.fixture
+def remount(tmp_path: Path) -> Iterator[Callable[[Path], MaiffsMount]]:
+    """remount(store) mounts an existing (e.g. repaired) store on a fresh mount point; every
+    one is unmounted afterwards."""
+    mounts: list[MaiffsMount] = []
+
+    def mount(store: Path) -> MaiffsMount:
+        mnt = tmp_path / f"mnt{len(mounts)}"
+        mnt.mkdir()
+        m = MaiffsMount(store, mnt, [])
+        mounts.append(m)
+        m.mount()
+        return m
+
+    try:
+        yield mount
+    finally:
+        for m in mounts:
+            m.cleanup()
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import re
 import shutil
 import stat
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -150,26 +150,6 @@ def detect_and_repair(store: Path, *expected: str) -> str:
     code, again = fsck(store)
     assert code == 0 and "is clean" in again, again
     return repaired
-
-
-@pytest.fixture
-def remount(tmp_path: Path) -> Iterator[Callable[[Path], MaiffsMount]]:
-    """Mount a (repaired) store; always unmounted afterwards."""
-    mounts: list[MaiffsMount] = []
-
-    def mount(store: Path) -> MaiffsMount:
-        mnt = tmp_path / f"mnt{len(mounts)}"
-        mnt.mkdir()
-        m = MaiffsMount(store, mnt, [])
-        mounts.append(m)
-        m.mount()
-        return m
-
-    try:
-        yield mount
-    finally:
-        for m in mounts:
-            m.cleanup()
 
 
 def assert_undamaged(root: Path, *skip: str) -> None:

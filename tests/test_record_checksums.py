@@ -20,7 +20,6 @@ import struct
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import lmdb
@@ -74,26 +73,6 @@ def store(template: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "store"
     shutil.copytree(template, copy)
     return copy
-
-
-@pytest.fixture
-def mount(tmp_path: Path) -> Iterator:
-    """mount(store) mounts a store on a fresh mount point; all unmounted afterwards."""
-    mounts: list[MaiffsMount] = []
-
-    def mount_it(store: Path) -> MaiffsMount:
-        mnt = tmp_path / f"mnt{len(mounts)}"
-        mnt.mkdir()
-        m = MaiffsMount(store, mnt, [])
-        mounts.append(m)
-        m.mount()
-        return m
-
-    try:
-        yield mount_it
-    finally:
-        for m in mounts:
-            m.cleanup()
 
 
 # -- reading the store directly ----------------------------------------------------------------
@@ -177,7 +156,7 @@ def test_a_record_answers_for_its_own_key_only(tmp_path: Path) -> None:
 
 
 # -- damage seen through a mount ---------------------------------------------------------------
-def test_damaged_inode_dirent_and_extent_give_eio_only_there(store: Path, mount) -> None:
+def test_damaged_inode_dirent_and_extent_give_eio_only_there(store: Path, remount) -> None:
     victim, big = ino_of(store, "d/m-victim"), ino_of(store, "big")
     extents = extents_of(store, big)
     assert len(extents) >= 2, "big should be several chunks"
@@ -187,7 +166,7 @@ def test_damaged_inode_dirent_and_extent_give_eio_only_there(store: Path, mount)
     assert flip(store, "dirents", dirent_key(d, b"z.txt"), len(dirent_key(d, b"z.txt")) + 3)
     assert flip(store, "extents", ino_key(big) + struct.pack(">Q", off), 16 + 5)  # its chunk id
 
-    m = mount(store)
+    m = remount(store)
     for fn in (os.stat, os.open):
         assert errno_of(fn, m.path / "d" / "m-victim", *((os.O_RDONLY,) if fn is os.open else ())) == errno.EIO
     assert errno_of(os.stat, m.path / "d" / "z.txt") == errno.EIO
@@ -219,7 +198,7 @@ def test_damaged_inode_dirent_and_extent_give_eio_only_there(store: Path, mount)
     assert check.stdout.splitlines()[-1].startswith("fsck: 3 problems found"), check.stdout
 
 
-def test_repair_restores_from_cached_tree_objects(store: Path, mount) -> None:
+def test_repair_restores_from_cached_tree_objects(store: Path, remount) -> None:
     """Inodes unchanged since the snapshot: their damaged inode and extent records come back
     exactly as they were, from the tree objects the snapshot cached; the entry from its
     backlink and readdir cookie. Nothing is lost."""
@@ -238,7 +217,7 @@ def test_repair_restores_from_cached_tree_objects(store: Path, mount) -> None:
     assert "data lost" not in out and "3 problems found and repaired" in out, out
     assert "is clean" in fsck(store).stdout
 
-    m = mount(store)
+    m = remount(store)
     assert (m.path / "d" / "m-victim").read_bytes() == TEXT
     assert stat.S_IMODE(os.stat(m.path / "d" / "m-victim").st_mode) == 0o640
     assert (m.path / "d" / "z.txt").read_bytes() == b"zulu\n" * 100
@@ -246,11 +225,11 @@ def test_repair_restores_from_cached_tree_objects(store: Path, mount) -> None:
     assert (m.path / ".snapshots" / "before" / "big").read_bytes() == BIG
 
 
-def test_repair_rebuilds_what_no_tree_object_holds(store: Path, mount) -> None:
+def test_repair_rebuilds_what_no_tree_object_holds(store: Path, remount) -> None:
     """Changed since the snapshot (so their cached objects are stale): the file's inode is
     rebuilt from its extents (mode, owner and times lost), and the damaged extent's bytes read
     as zeros, reported as lost."""
-    m = mount(store)
+    m = remount(store)
     os.utime(m.path / "d" / "m-victim", ns=(1, 2))
     with open(m.path / "big", "r+b") as f:
         f.write(b"changed")
@@ -271,7 +250,7 @@ def test_repair_rebuilds_what_no_tree_object_holds(store: Path, mount) -> None:
     assert "data lost in 1 file" in out
     assert "is clean" in fsck(store).stdout
 
-    m = mount(store)
+    m = remount(store)
     assert (m.path / "d" / "m-victim").read_bytes() == TEXT
     assert stat.S_IMODE(os.stat(m.path / "d" / "m-victim").st_mode) == 0o600
     expect = b"changed" + BIG[7:off] + bytes(length) + BIG[off + length:]
@@ -279,14 +258,14 @@ def test_repair_rebuilds_what_no_tree_object_holds(store: Path, mount) -> None:
     daemon_lives(m)
 
 
-def test_damaged_key_answers_for_no_name(store: Path, mount) -> None:
+def test_damaged_key_answers_for_no_name(store: Path, remount) -> None:
     """A damaged byte in a key: the old name is not found, the new one fails its check, the
     listing shows the rest and ends in EIO; repair puts the entry back under its name."""
     d = ino_of(store, "d")
     key = dirent_key(d, b"m-victim")
     flip(store, "dirents", key, len(key) - 1)  # "m-victim" -> "m-victil": same place in the tree
 
-    m = mount(store)
+    m = remount(store)
     assert errno_of(os.stat, m.path / "d" / "m-victim") == errno.ENOENT
     assert errno_of(os.stat, m.path / "d" / "m-victil") == errno.EIO
     listing = run("ls", m.path / "d", ok=False)
@@ -298,12 +277,12 @@ def test_damaged_key_answers_for_no_name(store: Path, mount) -> None:
     assert f"dirents {dirent_key(d, b'm-victil').hex()} (/d/m-victil): record fails its checksum (repaired: removed" in out
     assert f"dirents {key.hex()} (/d/m-victim): record is missing (repaired: restored from its backlink and readdir cookie)" in out
     assert "is clean" in fsck(store).stdout
-    m = mount(store)
+    m = remount(store)
     assert (m.path / "d" / "m-victim").read_bytes() == TEXT
     assert sorted(os.listdir(m.path / "d")) == ["a.txt", "m-victim", "sub", "z.txt"]
 
 
-def test_extent_moved_by_a_damaged_key_is_not_read_as_a_hole(store: Path, mount) -> None:
+def test_extent_moved_by_a_damaged_key_is_not_read_as_a_hole(store: Path, remount) -> None:
     """An extent whose key now names another inode is missing from its file, where a read
     would find a hole (zeros): the file's extents no longer add up to its allocated bytes, so
     its reads fail instead. Repair puts the extent back (from the cached tree object)."""
@@ -312,7 +291,7 @@ def test_extent_moved_by_a_damaged_key_is_not_read_as_a_hole(store: Path, mount)
     key = ino_key(big) + struct.pack(">Q", off)
     flip(store, "extents", key, 5)  # inode 8 -> 65544, which does not exist
 
-    m = mount(store)
+    m = remount(store)
     assert os.stat(m.path / "big").st_size == len(BIG)
     assert errno_of((m.path / "big").read_bytes) == errno.EIO
     assert (m.path / "d" / "a.txt").read_bytes() == SIBLINGS["d/a.txt"]
@@ -322,17 +301,17 @@ def test_extent_moved_by_a_damaged_key_is_not_read_as_a_hole(store: Path, mount)
 
     out = fsck(store, "--repair").stdout
     assert f"extents {key.hex()} (/big): record is missing (repaired: restored from its cached" in out
-    m = mount(store)
+    m = remount(store)
     assert (m.path / "big").read_bytes() == BIG
 
 
-def test_damaged_counters_and_allocator_stop_only_what_needs_them(store: Path, mount) -> None:
+def test_damaged_counters_and_allocator_stop_only_what_needs_them(store: Path, remount) -> None:
     """Damaged store counters: statfs fails, writes go on (the counters wait for fsck). A
     damaged inode allocator: creating files fails (a new inode number could collide), the
     rest works. fsck --repair recounts and sets the allocator above every number in use."""
     flip(store, "meta", b"stats", len(b"stats") + 9)
     flip(store, "meta", b"next_ino", len(b"next_ino") + 7)
-    m = mount(store)
+    m = remount(store)
     assert errno_of(os.statvfs, m.path) == errno.EIO
     assert errno_of(os.open, m.path / "d" / "new", os.O_CREAT | os.O_WRONLY, 0o644) == errno.EIO
     with open(m.path / "d" / "z.txt", "ab") as f:
@@ -345,7 +324,7 @@ def test_damaged_counters_and_allocator_stop_only_what_needs_them(store: Path, m
     assert "record: meta stats: record fails its checksum (repaired: removed; rebuilt from the other records)" in out
     assert "record: meta next_ino: record fails its checksum" in out
     assert "is clean" in fsck(store).stdout
-    m = mount(store)
+    m = remount(store)
     assert os.statvfs(m.path).f_files > 0
     (m.path / "d" / "new").write_bytes(b"new")
     assert (m.path / "d" / "new").read_bytes() == b"new"
@@ -389,12 +368,18 @@ def counts(store: Path) -> dict:
                                             "logical_bytes", "referenced_bytes", "chunks")}
 
 
-def test_format_2_store_is_read_as_it_is_and_upgraded_when_mounted(store: Path, mount) -> None:
-    m = mount(store)
+def made_format_2(store: Path, remount) -> tuple[dict, dict, int]:
+    """The tree of a store through a mount and its counts, then the store made format 2; and
+    how many records that unsealed."""
+    m = remount(store)
     expected = tree_state(m.path)
     m.unmount()
     report = counts(store)
-    records = make_old(store, 2)
+    return expected, report, make_old(store, 2)
+
+
+def test_format_2_store_is_read_as_it_is_and_upgraded_when_mounted(store: Path, remount) -> None:
+    expected, report, records = made_format_2(store, remount)
     assert records > 30
 
     assert counts(store) == report  # read-only opens
@@ -402,7 +387,7 @@ def test_format_2_store_is_read_as_it_is_and_upgraded_when_mounted(store: Path, 
     with pytest.raises(CorruptRecord):
         all_sealed(store)
 
-    m = mount(store)
+    m = remount(store)
     assert_same_tree(expected, tree_state(m.path), "the upgraded store")
     m.unmount()
     assert all_sealed(store) >= records
@@ -432,12 +417,8 @@ UPGRADE_KILLED = textwrap.dedent("""
 """)
 
 
-def test_upgrade_killed_half_way_opens_and_finishes(store: Path, mount) -> None:
-    m = mount(store)
-    expected = tree_state(m.path)
-    m.unmount()
-    report = counts(store)
-    records = make_old(store, 2)
+def test_upgrade_killed_half_way_opens_and_finishes(store: Path, remount) -> None:
+    expected, report, records = made_format_2(store, remount)
     died = subprocess.run([sys.executable, "-c", UPGRADE_KILLED, str(store)],
                           capture_output=True, text=True)
     assert died.returncode == -9, died.stderr
@@ -451,7 +432,7 @@ def test_upgrade_killed_half_way_opens_and_finishes(store: Path, mount) -> None:
     assert "is clean" in fsck(store).stdout  # every record read right, sealed or not yet
     assert counts(store) == report
 
-    m = mount(store)  # goes on from the mark
+    m = remount(store)  # goes on from the mark
     assert_same_tree(expected, tree_state(m.path), "the store after the upgrade")
     m.unmount()
     assert all_sealed(store) >= records
