@@ -21,10 +21,10 @@ import logging
 import os
 import struct
 import threading
-from zlib import crc32
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from typing import TypeVar
+from zlib import crc32
 
 import lmdb
 

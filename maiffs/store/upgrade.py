@@ -19,15 +19,12 @@ STEP_RECORDS = 20_000
 STEP_BYTES = 64 << 20
 
 
-def seal_records(store: Store) -> int:
-    """Upgrade store (opened for writing, of format 2 or half way to 3) to format 3; returns
-    the number of steps it took (0 if there was nothing to do)."""
-    steps = 0
+def seal_records(store: Store) -> None:
+    """Upgrade store (opened for writing, of format 2 or half way to 3) to format 3; nothing
+    to do for one of format 3."""
     while not store.all_sealed:
         store.all_sealed = store.write(_step)
-        steps += 1
     store.format = max(store.format, SEALED_FORMAT)
-    return steps
 
 
 def _step(txn: Txn) -> bool:
