@@ -27,6 +27,8 @@ FILE_TYPES = (stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK, stat.S_IFCHR, stat.S_IFB
               stat.S_IFIFO, stat.S_IFSOCK)
 #: What a record parser raises on a malformed record.
 MALFORMED = (ValueError, struct.error, StoreError)
+#: Why a record is bad when it fails its seal's check (damaged on disk).
+FAILS_CHECK = "fails its checksum"
 ALLOCATOR_FIRST = {b"next_ino": ROOT_INO + 1, b"next_cookie": FIRST_COOKIE, b"next_snapshot": 1}
 #: A snapshot record: format, number, created (ns), root object id (as manager.py writes it).
 SNAPSHOT_RECORD = struct.Struct(">BQq32s")
@@ -272,9 +274,10 @@ class Model:
     def apply(self, txn: Txn) -> None:
         """Write the plan (the inodes last, as they are now), in the caller's write transaction."""
         damaged: dict[str, set[bytes]] = {}
-        for db, key in itertools.chain(((db, key) for db, key, _why in self.bad),
-                                       (("objects", oid) for oid in self.bad_objects)):
-            damaged.setdefault(db, set()).add(key)
+        for db, key, why in itertools.chain(self.bad, (("objects", oid, why) for oid, why
+                                                       in self.bad_objects.items())):
+            if why == FAILS_CHECK:
+                damaged.setdefault(db, set()).add(key)
         for db, keys in damaged.items():
             _delete_damaged(txn, db, keys)
         for (db, key), value in self.plan.items():
@@ -289,21 +292,15 @@ class Model:
 def _delete_damaged(txn: Txn, db: str, keys: set[bytes]) -> None:
     """Delete db's records under keys that fail their check, by walking the database: a
     damaged key can sit out of order in the B-tree, even beside a sound record with the same
-    key, where a search goes astray. Under a key where none fails (a record that does not
-    decode), the record is deleted as usual."""
-    failed = set()
+    key, where a search goes astray."""
     cur = txn.cursor(db)
     more = cur.first()
     while more:
-        key = bytes(cur.key())
-        if key in keys and not _passes(txn, db, key, cur.value()):
-            failed.add(key)
+        if cur.key() in keys and not _passes(txn, db, cur.key(), cur.value()):
             cur.delete()  # (moves to the next record)
             more = cur.key() != b""
         else:
             more = cur.next()
-    for key in keys - failed:
-        txn.delete(db, key)
 
 
 def _passes(txn: Txn, db: str, key: bytes, stored: bytes) -> bool:
@@ -357,9 +354,9 @@ def _sound_records(txn: Txn, m: Model, db: str) -> Iterator[tuple[bytes, bytes]]
             yield key, txn.unseal(db, key, stored)
         except CorruptRecord:
             if db == "objects":  # the tree checks repair the trees that use it
-                m.bad_objects[key] = "fails its checksum"
+                m.bad_objects[key] = FAILS_CHECK
             else:
-                m.bad.append((db, key, "fails its checksum"))
+                m.bad.append((db, key, FAILS_CHECK))
 
 
 def _load_meta(m: Model, meta: dict[bytes, bytes]) -> None:
