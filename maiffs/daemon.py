@@ -24,7 +24,7 @@ from maiffs.errors import StoreError
 from maiffs.follower import Follower
 from maiffs.fuse.operations import Operations
 from maiffs.leases import Leases
-from maiffs.mounts import find_mount, is_mountpoint
+from maiffs.mounts import find_mount, is_mountpoint, set_read_ahead
 from maiffs.namespace import Namespace
 from maiffs.options import MountOptions
 from maiffs.remotes.config import ORIGIN
@@ -43,6 +43,10 @@ if TYPE_CHECKING:  # imported only with -o metrics (prometheus_client)
 log = logging.getLogger(__name__)
 #: How long `mount --follow` waits for the first look at the remote before it returns anyway
 FIRST_LOOK_S = 30.0
+#: The kernel's read-ahead for the mount (its default for FUSE is 128 KiB): a sequential reader
+#: then has eight times as much asked of the daemon ahead of it, which keeps the daemon busy
+#: while a request's round trip waits (cold `dd` of 1 GiB: 0.71-0.87 -> 0.89-1.3 GB/s here)
+READ_AHEAD_KB = 1024
 
 
 def check_mountpoint(mountpoint: str, nonempty: bool = False) -> None:
@@ -90,10 +94,15 @@ async def _signal_watch() -> None:
             return
 
 
-async def _report_ready(follower: Follower | None, ready: Callable[[str | None], None]) -> None:
-    """Say the mount is up; a follower's once it shows the remote's newest snapshot (or has
-    found the remote away), so that what runs after `maiffs mount --follow` sees it, unless
-    that takes longer than FIRST_LOOK_S."""
+async def _report_ready(ops: Operations, follower: Follower | None, mountpoint: str,
+                        ready: Callable[[str | None], None]) -> None:
+    """Say the mount is up once the kernel's INIT is answered (and the read-ahead it set is
+    widened); a follower's once it shows the remote's newest snapshot (or has found the remote
+    away), so that what runs after `maiffs mount --follow` sees it, unless that takes longer
+    than FIRST_LOOK_S."""
+    await ops.initialized.wait()
+    if not set_read_ahead(mountpoint, READ_AHEAD_KB):
+        log.debug("read-ahead of %s left at the kernel's default", mountpoint)
     if follower is not None:
         with trio.move_on_after(FIRST_LOOK_S):
             await follower.looked.wait()
@@ -101,7 +110,7 @@ async def _report_ready(follower: Follower | None, ready: Callable[[str | None],
 
 
 async def _main(ops: Operations, service: SnapshotService, options: MountOptions,
-                metrics: Metrics | None, ready: Callable[[str | None], None]) -> None:
+                metrics: Metrics | None, mountpoint: str, ready: Callable[[str | None], None]) -> None:
     if metrics is not None:  # its scrapes read the daemon's numbers on this thread
         metrics.attach(trio.lowlevel.current_trio_token())
     async with trio.open_nursery() as nursery:
@@ -109,7 +118,7 @@ async def _main(ops: Operations, service: SnapshotService, options: MountOptions
         nursery.start_soon(_commit_loop, ops, options.commit_interval, service.follower)
         if service.follower is not None:
             nursery.start_soon(service.follower.run)
-        nursery.start_soon(_report_ready, service.follower, ready)
+        nursery.start_soon(_report_ready, ops, service.follower, mountpoint, ready)
         nursery.start_soon(_signal_watch)
         if options.snapshot_every:
             nursery.start_soon(service.auto_snapshots, options)
@@ -164,13 +173,14 @@ def serve(store_path: str, mountpoint: str, options: MountOptions,
             fuse_options.add("allow_other")
         if options.follow:  # the kernel refuses every change with EROFS
             fuse_options = (fuse_options - {"rw"}) | {"ro"}
+        real_mountpoint = os.path.realpath(mountpoint)  # as the mount table will show it
         try:
             pyfuse3.init(ops, mountpoint, fuse_options)
         except RuntimeError as exc:
             raise StoreError(f"cannot mount on {mountpoint}: {exc}") from None
         mounted = True
         log.info("mounted %s on %s", store_path, mountpoint)
-        trio.run(_main, ops, service, options, metrics, ready)
+        trio.run(_main, ops, service, options, metrics, real_mountpoint, ready)
     except StoreError as exc:
         ready(str(exc))
         raise

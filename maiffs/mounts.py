@@ -14,6 +14,7 @@ FSTYPE = "fuse.maiffs"
 class MountEntry:
     mountpoint: str
     store: str
+    device: str = ""  # "major:minor" of the mount (its backing device info in /sys/class/bdi)
 
 
 def _unescape(field: str) -> str:
@@ -28,7 +29,7 @@ def maiffs_mounts() -> list[MountEntry]:
             fields = line.split()
             sep = fields.index("-")
             if fields[sep + 1] == FSTYPE:
-                entries.append(MountEntry(_unescape(fields[4]), _unescape(fields[sep + 2])))
+                entries.append(MountEntry(_unescape(fields[4]), _unescape(fields[sep + 2]), fields[2]))
     return entries
 
 
@@ -65,3 +66,19 @@ def path_in_mount(path: str) -> tuple[MountEntry, str]:
     if best is None:
         raise StoreError(f"{path} is not inside a maiffs mount")
     return best, os.path.relpath(real, best.mountpoint)
+
+
+def set_read_ahead(mountpoint: str, kib: int) -> bool:
+    """Set the kernel's read-ahead of the maiffs mount on mountpoint to kib KiB, in sysfs (root
+    only); False where it cannot be set. Found in the mount table, not with stat(): the daemon
+    calls this before it answers requests, so mountpoint must be the absolute path the mount
+    was made on (resolving it would look inside the mount)."""
+    entry = next((e for e in maiffs_mounts() if e.mountpoint == mountpoint), None)
+    if entry is None:
+        return False
+    try:
+        with open(f"/sys/class/bdi/{entry.device}/read_ahead_kb", "w") as f:
+            f.write(str(kib))
+        return True
+    except OSError:
+        return False

@@ -23,6 +23,7 @@ import pytest
 
 from conftest import MaiffsMount, mount_session
 from fsutil import log_problems
+from maiffs.daemon import READ_AHEAD_KB
 
 MiB = 1 << 20
 PAGE = 4096
@@ -185,3 +186,16 @@ def test_map_growth_waits_for_the_readers_of_worker_threads(tmp_path: Path):
     assert store.env.info()["map_size"] > size_before
     with store.read_in_worker() as txn:  # readers go on after the growth
         assert txn.get("meta", b"grown") == b"y"
+
+
+def test_the_mount_reads_ahead_a_mebibyte(mounted):
+    """The kernel's read-ahead for the mount is widened from FUSE's 128 KiB once INIT is
+    answered (the kernel sets it there), so a sequential reader keeps the daemon busy."""
+    dev = os.stat(mounted.path).st_dev
+    bdi = Path(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb")
+    assert int(bdi.read_text()) == READ_AHEAD_KB == 1024
+    data = os.urandom(3 << 20)
+    (mounted.path / "f").write_bytes(data)
+    mounted.remount()
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    assert (mounted.path / "f").read_bytes() == data

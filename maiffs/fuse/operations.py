@@ -104,6 +104,9 @@ class Operations(pyfuse3.Operations):
         self.locks: dict[int, trio.Lock] = {}
         self.deferred: dict[int, FsError] = {}
         self.nursery: trio.Nursery | None = None
+        #: set once the kernel's INIT is answered (what it settles, such as the mount's
+        #: read-ahead, can be changed from then on)
+        self.initialized = trio.Event()
 
     # -- helpers ---------------------------------------------------------------------------
     def _lock(self, ino: int) -> trio.Lock:
@@ -111,6 +114,10 @@ class Operations(pyfuse3.Operations):
         if lock is None:
             lock = self.locks[ino] = trio.Lock()
         return lock
+
+    def init(self) -> None:
+        """pyfuse3 calls this while it answers INIT: waiters run after the answer is sent."""
+        self.initialized.set()
 
     def _tree(self, ino: int) -> VirtualTree | None:
         """The virtual tree owning ino, or None for a live inode."""
