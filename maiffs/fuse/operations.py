@@ -401,7 +401,7 @@ class Operations(pyfuse3.Operations):
             tree, ino, state = virtual
             return tree.read(ino, state, off, size)
         try:
-            return self.ns.read(self.handles[fh], off, size)
+            return self.ns.read_view(self.handles[fh], off, size)
         except CorruptChunk as exc:  # the log names the file, not only the chunk
             log.error("read of %s at offset %d: %s", self.ns.path_of(self.handles[fh]), off, exc)
             raise pyfuse3.FUSEError(errno.EIO) from None

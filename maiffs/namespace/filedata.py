@@ -69,27 +69,38 @@ def iter_extents(txn: Txn, ino: int, start: int, end: int) -> Iterator[tuple[int
         yield off, cid, length
 
 
-def read_stored(txn: Txn, chunks: ChunkStore, ino: int, off: int, size: int,
-                piecewise: bool = False) -> bytearray:
-    """The stored bytes of [off, off+size): chunk data where there are extents, zeros elsewhere.
+def stored_pieces(txn: Txn, chunks: ChunkStore, ino: int, off: int, size: int,
+                  piecewise: bool = False) -> list[bytes | memoryview]:
+    """The stored bytes of [off, off+size) in order: chunk data where there are extents, zeros
+    elsewhere. Joined they are the range; a reader that needs one piece needs no copy at all.
 
     piecewise (a small read at random, best in a buffers txn): each chunk is asked only for
-    the part wanted."""
-    out = bytearray(size)
-    end = off + size
+    the part wanted, and such a piece may be a view of LMDB's map, valid while txn is."""
+    pieces: list[bytes | memoryview] = []
+    pos, end = off, off + size
     fetched_before = chunks.remote_reads
     for ext_off, cid, length in iter_extents(txn, ino, off, end):
         lo, hi = max(off, ext_off), min(end, ext_off + length)
+        if lo > pos:
+            pieces.append(bytes(lo - pos))  # a hole
         if piecewise:
-            out[lo - off:hi - off] = chunks.get_range(txn, cid, lo - ext_off, hi - ext_off)
+            pieces.append(chunks.get_range(txn, cid, lo - ext_off, hi - ext_off))
         else:
-            out[lo - off:hi - off] = memoryview(chunks.get(txn, cid))[lo - ext_off:hi - ext_off]
+            pieces.append(memoryview(chunks.get(txn, cid))[lo - ext_off:hi - ext_off])
+        pos = hi
+    if pos < end:
+        pieces.append(bytes(end - pos))
     if chunks.read_ahead is not None and chunks.remote_reads > fetched_before:
         later = (cid for _o, cid, _n in iter_extents(txn, ino, end, 1 << 63))
         wanted = [cid for cid in itertools.islice(later, READ_AHEAD) if chunks.evicted(txn, cid)]
         if wanted:  # a read had to go to the remote: ask for what follows it in the file
             chunks.read_ahead(wanted)
-    return out
+    return pieces
+
+
+def read_stored(txn: Txn, chunks: ChunkStore, ino: int, off: int, size: int) -> bytearray:
+    """The stored bytes of [off, off+size) in one buffer (see stored_pieces)."""
+    return bytearray().join(stored_pieces(txn, chunks, ino, off, size))
 
 
 def plan_regions(txn: Txn, chunks: ChunkStore, ino: int, segments: list[tuple[int, bytearray]],

@@ -838,11 +838,16 @@ class Namespace:
             return os.fsdecode(path_of(txn, ino))
 
     def read(self, ino: int, off: int, size: int) -> bytes:
+        return bytes(self.read_view(ino, off, size))
+
+    def read_view(self, ino: int, off: int, size: int) -> bytes | memoryview:
+        """read(), where a range inside one cached chunk comes as a view of it, not a copy
+        (for the FUSE reply, which copies it into the kernel anyway)."""
         data, inode = self._read(ino, off, size)
         self._touch_atime(inode)
         return data
 
-    def _read(self, ino: int, off: int, size: int) -> tuple[bytes, Inode]:
+    def _read(self, ino: int, off: int, size: int) -> tuple[bytes | memoryview, Inode]:
         state = self.files.get(ino)
         with self.store.read(buffers=True) as txn:  # values are views: nothing copied twice
             inode = self._load(txn, ino)
@@ -855,11 +860,15 @@ class Namespace:
                 if state is not None:
                     state.extents_checked = True
             sequential = self.readahead.note_read(txn, ino, off, off + size)
-            buf = filedata.read_stored(txn, self.chunks, ino, off, size,
-                                       piecewise=not sequential and size <= SMALL_READ)
-        if state is not None:
+            piecewise = not sequential and size <= SMALL_READ
+            pieces = filedata.stored_pieces(txn, self.chunks, ino, off, size, piecewise)
+            unflushed = state is not None and state.has_unflushed()
+            if len(pieces) == 1 and not piecewise and not unflushed:
+                return pieces[0], inode  # a view of a cached chunk, valid after txn
+            buf = bytearray().join(pieces)  # (piecewise ones may be views of the map)
+        if unflushed:
             state.overlay(off, buf)
-        return bytes(buf), inode
+        return buf, inode
 
     def _touch_atime(self, inode: Inode) -> None:
         """relatime, as Linux mounts by default: atime moves when it is older than m/ctime or a day."""
