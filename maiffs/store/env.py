@@ -96,10 +96,6 @@ class Txn:
         if handle is None:
             return None
         stored = self.raw.get(key, db=handle)
-        if stored is not None and self.sealing is None and db not in UNSEALED_DBS:
-            if crc32(stored, crc32(key)) != SEALED_RESIDUE:  # (unseal inlined: lookups are hot)
-                raise CorruptRecord(db, bytes(key))
-            return stored[:-SEAL_SIZE]
         return stored if stored is None else self.unseal(db, key, stored)
 
     def put(self, db: str, key: bytes, value: bytes, overwrite: bool = True) -> bool:
