@@ -13,6 +13,7 @@ import logging
 import os
 import stat
 import struct
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Protocol
@@ -49,6 +50,8 @@ FIRST_COOKIE = 3
 RELATIME_NS = 24 * 3600 * 10**9
 #: a read this small, not continuing the previous one, asks its chunks for only the part wanted
 SMALL_READ = 64 << 10
+#: file versions read without an open whose extents are remembered as checked
+UNOPENED_CHECKED = 4096
 #: what a directory listing reads: their leaf pages are read ahead when a listing starts
 LISTING_DBS = ("dircookies", "dirents", "inodes")
 #: marks the readdir offsets of a listing that left out a damaged entry (cookies stay below it)
@@ -89,6 +92,8 @@ class Namespace:
         self.chunks = ChunkStore(cache_bytes)
         self.readahead = ReadAhead(self.chunks, store.read_in_worker)
         self.buffered_writes = 0  # counted for change_mark
+        #: versions of files read without an open whose extents were checked (_read)
+        self._unopened_checked: OrderedDict[tuple[int, int, int], None] = OrderedDict()
         self.files: dict[int, FileState] = {}
         self.lookups: dict[int, int] = {}
         self.orphans: set[int] = set()  # unlinked, kept while open or known to the kernel
@@ -855,10 +860,7 @@ class Namespace:
             if off >= file_size or size <= 0:
                 return b"", inode
             size = min(size, file_size - off)
-            if state is None or not state.extents_checked:
-                _check_extents(txn, inode)
-                if state is not None:
-                    state.extents_checked = True
+            self._check_extents_once(txn, inode, state)
             sequential = self.readahead.note_read(txn, ino, off, off + size)
             piecewise = not sequential and size <= SMALL_READ
             pieces = filedata.stored_pieces(txn, self.chunks, ino, off, size, piecewise)
@@ -869,6 +871,23 @@ class Namespace:
         if unflushed:
             state.overlay(off, buf)
         return buf, inode
+
+    def _check_extents_once(self, txn: Txn, inode: Inode, state: FileState | None) -> None:
+        """_check_extents at the first read of each open, or of each version of a file read
+        without one (zip views read the zip and archive faces their members so, in many
+        small reads: a check at each would walk every extent of the file each time)."""
+        if state is not None:
+            if not state.extents_checked:
+                _check_extents(txn, inode)
+                state.extents_checked = True
+            return
+        version = (inode.ino, inode.allocated, inode.mtime_ns)
+        if version in self._unopened_checked:
+            return
+        _check_extents(txn, inode)
+        self._unopened_checked[version] = None
+        if len(self._unopened_checked) > UNOPENED_CHECKED:
+            self._unopened_checked.popitem(last=False)
 
     def _touch_atime(self, inode: Inode) -> None:
         """relatime, as Linux mounts by default: atime moves when it is older than m/ctime or a day."""
