@@ -110,31 +110,45 @@ def plan_regions(txn: Txn, chunks: ChunkStore, ino: int, segments: list[tuple[in
     A short extent ending right where a segment starts is taken in too, so a file appended
     to in small fsync'd steps ends up in full-sized chunks. Segments reaching hold_tail_from
     (the end of the file, for a flush that is not final) may keep their last chunk back.
-    Where no stored extent is near (a new file) there is nothing old to read.
+    A span no stored extent reaches into (a new file, or data appended) has nothing old to
+    read: one segment is its region as it is (no copy), adjacent ones are joined once.
     """
-    spans: list[list[int]] = []
-    stored = False
+    spans: list[tuple[int, int, bool]] = []  # (lo, hi, whether stored bytes lie inside)
     for seg_start, buf in segments:
         lo, hi = seg_start, seg_start + len(buf)
+        stored = False
         for ext_off, _cid, length in iter_extents(txn, ino, max(0, lo - 1), hi):
-            stored = True
             if ext_off < lo and (ext_off + length > lo or length < min_chunk):
                 lo = ext_off
+            stored = stored or ext_off + length > lo
             hi = max(hi, ext_off + length)
         if spans and lo <= spans[-1][1]:
-            spans[-1][1] = max(spans[-1][1], hi)
+            last_lo, last_hi, last_stored = spans[-1]
+            spans[-1] = (last_lo, max(last_hi, hi), last_stored or stored)
         else:
-            spans.append([lo, hi])
+            spans.append((lo, hi, stored))
     regions = []
     seg_iter = iter(segments)
     pending = next(seg_iter, None)
-    for lo, hi in spans:
-        data = read_stored(txn, chunks, ino, lo, hi - lo) if stored else bytearray(hi - lo)
+    for lo, hi, stored in spans:
+        inside = []
         while pending is not None and pending[0] < hi:
-            data[pending[0] - lo:pending[0] - lo + len(pending[1])] = pending[1]
+            inside.append(pending)
             pending = next(seg_iter, None)
-        regions.append(Region(lo, data, hold_tail=hold_tail_from is not None and hi >= hold_tail_from))
+        regions.append(Region(lo, _span_data(txn, chunks, ino, lo, hi, stored, inside),
+                              hold_tail=hold_tail_from is not None and hi >= hold_tail_from))
     return regions
+
+
+def _span_data(txn: Txn, chunks: ChunkStore, ino: int, lo: int, hi: int, stored: bool,
+               segments: list[tuple[int, bytearray]]) -> bytearray:
+    """The new content of [lo, hi): the segments over the stored bytes (zeros where none)."""
+    if not stored and sum(len(buf) for _start, buf in segments) == hi - lo:  # no gaps
+        return segments[0][1] if len(segments) == 1 else bytearray().join(b for _s, b in segments)
+    data = read_stored(txn, chunks, ino, lo, hi - lo) if stored else bytearray(hi - lo)
+    for seg_start, buf in segments:
+        data[seg_start - lo:seg_start - lo + len(buf)] = buf
+    return data
 
 
 _ZEROS = bytes(ChunkParams().max_size)
