@@ -10,13 +10,9 @@ import re
 import time
 
 from conftest import maiffs, mount_session
-from fsutil import read_file, run
+from fsutil import read_file, run, store_stat
 
 MiB = 1 << 20
-
-
-def stat_json(target) -> dict:
-    return json.loads(maiffs("stat", "--json", target).stdout)
 
 
 def test_stat_counts_files_and_directories_and_the_last_commit(mounted):
@@ -28,18 +24,18 @@ def test_stat_counts_files_and_directories_and_the_last_commit(mounted):
     os.symlink("one", mnt / "a" / "link")
     os.mkfifo(mnt / "e" / "fifo")
     os.mkdir(mnt / ".snapshots" / "s1")
-    before = stat_json(mnt)
+    before = store_stat(mnt)
     assert (before["files"], before["directories"], before["inodes"]) == (4, 5, 9), before
     assert before["snapshots"] == 1
     assert before["logical_bytes"] == 1000 + MiB
 
     (mnt / "a" / "three").write_text("three")  # a commit, later than the one before
-    after = stat_json(mnt)
+    after = store_stat(mnt)
     assert after["files"] == 5 and after["commits"] > before["commits"]
     assert before["last_commit_ns"] < after["last_commit_ns"] <= time.time_ns()
 
     mounted.unmount()  # read from the store itself: the same numbers, without the daemon's
-    unmounted = stat_json(mounted.store)
+    unmounted = store_stat(mounted.store)
     assert unmounted["mounted_on"] is None and "chunk_cache" not in unmounted
     for key in ("files", "directories", "inodes", "logical_bytes", "stored_bytes", "snapshots"):
         assert unmounted[key] == after[key], key
@@ -54,7 +50,7 @@ def test_the_table_and_the_json_tell_the_same(mounted):
     (mnt / "f").write_bytes(data)
     (mnt / "g").write_bytes(data)  # the same chunks again
     os.mkdir(mnt / "d")
-    report = stat_json(mnt)
+    report = store_stat(mnt)
     table = maiffs("stat", mnt).stdout.splitlines()
     rows = {line[:18].strip(): line[19:] for line in table}
     assert rows["store"] == str(mounted.store)
@@ -76,16 +72,16 @@ def test_the_daemon_counts_cache_hits_and_misses(mounted):
     data = os.urandom(4 * MiB)
     (mnt / "f").write_bytes(data)
     mounted.remount()  # an empty cache
-    cache = stat_json(mnt)["chunk_cache"]
+    cache = store_stat(mnt)["chunk_cache"]
     assert (cache["hits"], cache["misses"], cache["bytes"], cache["hit_rate"]) == (0, 0, 0, None)
     assert cache["limit_bytes"] == 64 * MiB
     assert read_file(mnt / "f") == data
-    first = stat_json(mnt)["chunk_cache"]
+    first = store_stat(mnt)["chunk_cache"]
     assert first["misses"] >= 1 and first["bytes"] == len(data)
     with open("/proc/sys/vm/drop_caches", "w") as f:  # so that the next read reaches the daemon
         f.write("3\n")
     assert read_file(mnt / "f") == data
-    second = stat_json(mnt)["chunk_cache"]
+    second = store_stat(mnt)["chunk_cache"]
     assert second["hits"] > first["hits"] and second["misses"] == first["misses"]
     assert second["hit_rate"] == round(second["hits"] / (second["hits"] + second["misses"]), 4)
 
@@ -93,7 +89,7 @@ def test_the_daemon_counts_cache_hits_and_misses(mounted):
 def test_maiffs_stats_is_the_same_json_read_with_cat(mounted):
     (mounted.path / "f").write_text("x")
     by_cat = json.loads(run("cat", mounted.path / ".maiffs" / "stats").stdout)
-    by_stat = stat_json(mounted.path)
+    by_stat = store_stat(mounted.path)
     assert by_stat.pop("mounted_on") == str(mounted.path)
     assert by_cat.keys() == by_stat.keys()
     for key in ("files", "directories", "inodes", "logical_bytes", "pid", "last_commit_ns"):
@@ -105,5 +101,5 @@ def test_maiffs_stats_is_the_same_json_read_with_cat(mounted):
 
 def test_cache_size_sets_the_cache_bound(tmp_path):
     with mount_session(tmp_path, ["cache_size=8M"]) as m:
-        assert stat_json(m.path)["chunk_cache"]["limit_bytes"] == 8 * MiB
+        assert store_stat(m.path)["chunk_cache"]["limit_bytes"] == 8 * MiB
         assert " of 8.0 MiB, " in maiffs("stat", m.path).stdout

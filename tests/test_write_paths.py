@@ -6,17 +6,12 @@ The daemon starts chunking a file's unflushed data at 8 MiB and makes the writer
 each keeping its last chunk back for the next.
 """
 
-import json
 import os
 import random
 
-from conftest import maiffs
+from fsutil import store_stat
 
 MiB = 1 << 20
-
-
-def stored(mnt) -> dict:
-    return json.loads(maiffs("stat", "--json", mnt).stdout)
 
 
 def write_in_pieces(path, data: bytes, sizes: list[int]) -> None:
@@ -34,9 +29,9 @@ def test_a_file_written_in_pieces_is_chunked_as_one_write_of_it(mounted):
     rng = random.Random(7)
     data = rng.randbytes(40 * MiB + 12_345)
     write_in_pieces(mounted.path / "pieces", data, [MiB, 4096, 3 * MiB + 17, 65_536])
-    after_first = stored(mounted.path)
+    after_first = store_stat(mounted.path)
     write_in_pieces(mounted.path / "whole", data, [len(data)])
-    after_second = stored(mounted.path)
+    after_second = store_stat(mounted.path)
     assert after_second["logical_bytes"] == 2 * len(data)
     assert after_second["unique_bytes"] == after_first["unique_bytes"] == len(data)
     assert after_second["chunks"] == after_first["chunks"]
