@@ -62,6 +62,11 @@ def find_mapping(path: str) -> tuple[int, int] | None:
     return None
 
 
+def madvise(address: int, length: int, advice: int) -> bool:
+    """madvise(2) on [address, address + length) of this process; False where it failed."""
+    return _libc.madvise(address, length, advice) == 0
+
+
 class ReadAround:
     """The read-around switch of one LMDB environment's map."""
 
@@ -76,7 +81,8 @@ class ReadAround:
         self._users = 0
         self._lock = threading.Lock()
 
-    def _current(self) -> tuple[int, int] | None:
+    def mapping(self) -> tuple[int, int] | None:
+        """(address, length) of the map of the file, or None."""
         size = self.env.info()["map_size"]
         if size != self._map_size:
             self._map_size = size
@@ -103,13 +109,13 @@ class ReadAround:
             yield
             return
         with self._lock:
-            mapping = self._current()
+            mapping = self.mapping()
             if mapping is None:
                 switched = False
             elif self._users:
                 switched = True
             else:
-                switched = _libc.madvise(mapping[0], mapping[1], _RANDOM) == 0
+                switched = madvise(mapping[0], mapping[1], _RANDOM)
             self._users += switched
         try:
             yield
@@ -118,4 +124,4 @@ class ReadAround:
                 with self._lock:
                     self._users -= 1
                     if not self._users:
-                        _libc.madvise(mapping[0], mapping[1], _NORMAL)
+                        madvise(mapping[0], mapping[1], _NORMAL)
