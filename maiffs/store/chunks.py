@@ -288,7 +288,7 @@ class ChunkStore:
             except CorruptChunk:
                 return None
             if self.behind is not None:
-                self.behind.unmap(cid, encoded)
+                self.behind.note(cid, encoded)
         self.cache.put(cid, data)
         return data
 

@@ -10,13 +10,15 @@ from the disk in memory the host has taken back costs a host fault when first re
 system time) in others. Pages dropped behind a reader are free again at once and are what its
 next reads are given, so the read stays in memory the guest still has.
 
-The decoders (chunks.py) call `unmap` for each chunk they decoded for a sequential reader:
-its whole pages leave LMDB's map (MADV_DONTNEED on a shared file mapping only unmaps: the
-bytes stay in the file and in the page cache) and where it lies in the file is noted. Once
-the reader has gone past a run of such chunks (readahead.py), `drop` asks the kernel to drop
-the run's pages from the page cache (POSIX_FADV_DONTNEED drops clean pages only, and skips
-any page still mapped). Only ever a hint: a dropped page is read from disk again if anything
-wants it, and the run's pages hold nothing but those chunks.
+The decoders (chunks.py) `note` where each chunk they decoded for a sequential reader lies in
+the file. Once the reader has gone past a run of such chunks (readahead.py), `drop` unmaps the
+run's whole pages from LMDB's map (MADV_DONTNEED on a shared file mapping only unmaps: the
+bytes stay in the file and in the page cache; done inside a read transaction, so that the map
+cannot move meanwhile) and asks the kernel to drop them from the page cache
+(POSIX_FADV_DONTNEED drops clean pages only, and skips any page still mapped). One madvise
+per run, not per chunk: each one makes the kernel flush the other core's TLB. Only ever a
+hint: a dropped page is read from disk again if anything wants it, and the run's pages hold
+nothing but those chunks.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 from maiffs.store.readaround import madvise
 
@@ -59,25 +62,24 @@ def view_address(view: memoryview) -> int:
 class DropBehind:
     """Where decoded chunks lie in the store's file, and the dropping of their pages."""
 
-    def __init__(self, data_path: str, mapping: Callable[[], tuple[int, int] | None]) -> None:
+    def __init__(self, data_path: str, mapping: Callable[[], tuple[int, int] | None],
+                 open_read: Callable[[], AbstractContextManager[object]]) -> None:
         self.data_path = data_path
         self.mapping = mapping  # (address, length) of LMDB's map of the file, or None
+        self.open_read = open_read  # a worker thread's read transaction (Store.read_in_worker)
         self.spans: OrderedDict[bytes, tuple[int, int]] = OrderedDict()  # cid -> (offset, length)
         self._fd: int | None = None
         self._lock = threading.Lock()
 
-    def unmap(self, cid: bytes, value: memoryview) -> None:
-        """Unmap the whole pages of a chunk's stored value (a view into LMDB's map, inside
-        the transaction that read it) and remember where it lies in the file."""
+    def note(self, cid: bytes, value: memoryview) -> None:
+        """Remember where a chunk's stored value lies in the file (value: a view into LMDB's
+        map, from the read transaction that decoded it)."""
         mapping = self.mapping()
         if mapping is None or not len(value):
             return
         start = view_address(value)
         if not mapping[0] <= start <= start + len(value) <= mapping[0] + mapping[1]:
             return  # not in the map (a copy): nothing to drop
-        lo, hi = _pages_inside(start, start + len(value))
-        if hi > lo:
-            madvise(lo, hi - lo, mmap.MADV_DONTNEED)
         with self._lock:
             self.spans[cid] = (start - mapping[0], len(value))
             if len(self.spans) > KEPT:
@@ -93,21 +95,24 @@ class DropBehind:
             spans = [self.spans.pop(cid) for cid in cids[:-1] if cid in self.spans]
             if cids and cids[-1] in self.spans:  # kept: the next run starts with it
                 spans.append(self.spans[cids[-1]])
-        run_start = run_end = None
+        runs: list[tuple[int, int]] = []
         for offset, length in spans:
-            if run_end is not None and run_end <= offset <= run_end + GAP:
-                run_end = offset + length
-                continue
-            if run_end is not None:
-                self._drop_pages(run_start, run_end)
-            run_start, run_end = offset, offset + length
-        if run_end is not None:
-            self._drop_pages(run_start, run_end)
+            if runs and runs[-1][1] <= offset <= runs[-1][1] + GAP:
+                runs[-1] = (runs[-1][0], offset + length)
+            else:
+                runs.append((offset, offset + length))
+        with self.open_read():  # (the map is not moved while a worker's transaction is open)
+            for start, end in runs:
+                self._drop_pages(start, end)
 
     def _drop_pages(self, start: int, end: int) -> None:
+        """Unmap [start, end) of the file (whole pages) from LMDB's map, then drop them from
+        the page cache: a page still mapped is not dropped."""
         lo, hi = _pages_inside(start, end)
-        if hi <= lo:
+        mapping = self.mapping()
+        if hi <= lo or mapping is None or hi > mapping[1]:
             return
+        madvise(mapping[0] + lo, hi - lo, mmap.MADV_DONTNEED)
         try:
             if self._fd is None:
                 self._fd = os.open(self.data_path, os.O_RDONLY | os.O_CLOEXEC)

@@ -185,7 +185,8 @@ class Store:
         self.read_around = ReadAround(env, os.path.join(path, "data.mdb"))
         self.leaf_ahead = LeafAhead(os.path.join(path, "data.mdb"), self.page_size)
         #: (a lambda: read_around is replaced when the map grows)
-        self.drop_behind = DropBehind(os.path.join(path, "data.mdb"), lambda: self.read_around.mapping())
+        self.drop_behind = DropBehind(os.path.join(path, "data.mdb"), lambda: self.read_around.mapping(),
+                                      self.read_in_worker)
         #: write transactions committed since open (views derived from the tree compare it)
         self.commits = 0
         #: growing the map remaps the file under every open reader of this process: it waits

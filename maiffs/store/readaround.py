@@ -84,9 +84,9 @@ class ReadAround:
     def mapping(self) -> tuple[int, int] | None:
         """(address, length) of the map of the file, or None."""
         size = self.env.info()["map_size"]
-        if size != self._map_size:
+        if size != self._map_size:  # (the mapping first: a thread that sees the new size
+            self._mapping = find_mapping(self.data_path)  # must see the mapping of it)
             self._map_size = size
-            self._mapping = find_mapping(self.data_path)
         return self._mapping
 
     def _is_sparse(self, raw: lmdb.Transaction, dbs: tuple[object, ...]) -> bool:
