@@ -90,7 +90,6 @@ class Namespace:
         self.params = params
         self.level = level
         self.chunks = ChunkStore(cache_bytes)
-        self.chunks.behind = store.drop_behind
         self.readahead = ReadAhead(self.chunks, store.read_in_worker)
         self.buffered_writes = 0  # counted for change_mark
         #: versions of files read without an open whose extents were checked (_read)
@@ -862,7 +861,7 @@ class Namespace:
                 return b"", inode
             size = min(size, file_size - off)
             self._check_extents_once(txn, inode, state)
-            sequential = self.readahead.note_read(txn, ino, off, off + size, off + size >= file_size)
+            sequential = self.readahead.note_read(txn, ino, off, off + size)
             piecewise = not sequential and size <= SMALL_READ
             pieces = filedata.stored_pieces(txn, self.chunks, ino, off, size, piecewise)
             unflushed = state is not None and state.has_unflushed()

@@ -21,7 +21,6 @@ import zstandard
 
 from maiffs.errors import CorruptChunk
 from maiffs.store.blocks import BLOCK, BlockHashes
-from maiffs.store.dropbehind import DropBehind
 from maiffs.store.env import Txn
 
 FORMAT_RAW = 0
@@ -162,8 +161,6 @@ class ChunkStore:
         self.remote_reads = 0  # evicted chunks fetched again (its misses)
         self.blocks = BlockHashes()
         self.ahead: dict[bytes, Future] = {}  # chunks being decoded for a sequential reader
-        #: the store's, where decoded chunks' pages are dropped once read (dropbehind.py)
-        self.behind: DropBehind | None = None
         self._decoders: ThreadPoolExecutor | None = None
 
     def add(self, txn: Txn, chunk: PreparedChunk) -> None:
@@ -287,16 +284,8 @@ class ChunkStore:
                 data = decode_chunk(cid, encoded, REF_RECORD.unpack(ref)[1])
             except CorruptChunk:
                 return None
-            if self.behind is not None:
-                self.behind.note(cid, encoded)
         self.cache.put(cid, data)
         return data
-
-    def drop_behind(self, cids: list[bytes]) -> None:
-        """A sequential reader has gone past these chunks (in this order): drop their pages
-        from the page cache of the store's file, on a decoder thread."""
-        if self.behind is not None and self._decoders is not None:
-            self._decoders.submit(self.behind.drop, cids)
 
     def _fetch(self, cid: bytes, damaged: bool) -> tuple[int, bytes, bytes] | None:
         """(raw length, encoded, raw bytes) of a good copy from the fallback, or None."""

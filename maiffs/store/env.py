@@ -30,7 +30,6 @@ import lmdb
 
 from maiffs.errors import CorruptRecord, FsError, StoreError
 from maiffs.store.leafahead import LeafAhead
-from maiffs.store.dropbehind import DropBehind
 from maiffs.store.readaround import ReadAround
 from maiffs.store.seals import (SEAL_SIZE, SEALED_FORMAT, SEALED_RESIDUE, UNSEALED_DBS, Sealing,
                                 seal, unseal)
@@ -184,9 +183,6 @@ class Store:
         self.page_size = env.stat()["psize"]
         self.read_around = ReadAround(env, os.path.join(path, "data.mdb"))
         self.leaf_ahead = LeafAhead(os.path.join(path, "data.mdb"), self.page_size)
-        #: (a lambda: read_around is replaced when the map grows)
-        self.drop_behind = DropBehind(os.path.join(path, "data.mdb"), lambda: self.read_around.mapping(),
-                                      self.read_in_worker)
         #: write transactions committed since open (views derived from the tree compare it)
         self.commits = 0
         #: growing the map remaps the file under every open reader of this process: it waits
@@ -450,7 +446,6 @@ class Store:
 
     def close(self) -> None:
         self.leaf_ahead.wait()
-        self.drop_behind.close()
         if not self.readonly:
             self.sync()
         self.env.close()

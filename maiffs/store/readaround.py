@@ -62,11 +62,6 @@ def find_mapping(path: str) -> tuple[int, int] | None:
     return None
 
 
-def madvise(address: int, length: int, advice: int) -> bool:
-    """madvise(2) on [address, address + length) of this process; False where it failed."""
-    return _libc.madvise(address, length, advice) == 0
-
-
 class ReadAround:
     """The read-around switch of one LMDB environment's map."""
 
@@ -81,12 +76,11 @@ class ReadAround:
         self._users = 0
         self._lock = threading.Lock()
 
-    def mapping(self) -> tuple[int, int] | None:
-        """(address, length) of the map of the file, or None."""
+    def _current(self) -> tuple[int, int] | None:
         size = self.env.info()["map_size"]
-        if size != self._map_size:  # (the mapping first: a thread that sees the new size
-            self._mapping = find_mapping(self.data_path)  # must see the mapping of it)
+        if size != self._map_size:
             self._map_size = size
+            self._mapping = find_mapping(self.data_path)
         return self._mapping
 
     def _is_sparse(self, raw: lmdb.Transaction, dbs: tuple[object, ...]) -> bool:
@@ -109,13 +103,13 @@ class ReadAround:
             yield
             return
         with self._lock:
-            mapping = self.mapping()
+            mapping = self._current()
             if mapping is None:
                 switched = False
             elif self._users:
                 switched = True
             else:
-                switched = madvise(mapping[0], mapping[1], _RANDOM)
+                switched = _libc.madvise(mapping[0], mapping[1], _RANDOM) == 0
             self._users += switched
         try:
             yield
@@ -124,4 +118,4 @@ class ReadAround:
                 with self._lock:
                     self._users -= 1
                     if not self._users:
-                        madvise(mapping[0], mapping[1], _NORMAL)
+                        _libc.madvise(mapping[0], mapping[1], _NORMAL)
