@@ -592,6 +592,7 @@ def main() -> None:
     # credentials in memory, and a core file would keep them on disk for anyone who reads it.
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     keep_freed_memory()
+    logs.dump_stacks_on_sigusr1(sys.stderr)  # (a daemon's go to its log: logs.setup)
     try:  # run as mount.fuse.maiffs or umount.fuse.maiffs by mount(8)/umount(8)?
         call = helper_call(sys.argv[0], sys.argv[1:])
     except StoreError as exc:

@@ -6,12 +6,15 @@ but its start and end; --debug (or -o debug) adds a line per FUSE request.
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import logging.handlers
 import os
+import signal
 import socket
 import sys
 from datetime import datetime
+from typing import TextIO
 
 from maiffs.errors import StoreError
 
@@ -82,7 +85,18 @@ def setup(target: str, store: str, foreground: bool, debug: bool) -> None:
     for old in root.handlers[:]:
         root.removeHandler(old)
         old.close()
-    root.addHandler(_handler(target, store, foreground))
+    handler = _handler(target, store, foreground)
+    root.addHandler(handler)
     root.setLevel(logging.DEBUG if debug else logging.INFO)
+    dump_stacks_on_sigusr1(getattr(handler, "stream", None) or sys.stderr)
     for chatty in QUIET_LIBRARIES:
         logging.getLogger(chatty).setLevel(logging.WARNING)
+
+
+def dump_stacks_on_sigusr1(stream: TextIO) -> None:
+    """`kill -USR1 PID` writes where every thread of this process is (its Python stacks) to
+    stream and lets it go on: the way to see where a mount that stopped answering is stuck.
+    faulthandler writes from the signal handler itself, so it works even when every thread
+    is blocked. (The one multi-line entry a log file can get.)"""
+    faulthandler.register(signal.SIGUSR1, file=stream, all_threads=True)
+

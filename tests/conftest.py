@@ -161,7 +161,8 @@ def failed_with(result) -> int | None:
     return result.get("errno") if isinstance(result, dict) else None
 
 
-pytest_plugins = ["remote_spots"]  # the remote fixtures (a directory, a Ceph RGW bucket)
+pytest_plugins = ["remote_spots",  # the remote fixtures (a directory, a Ceph RGW bucket)
+                  "watchdog"]  # a hung test fails with stacks instead of stalling the run
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

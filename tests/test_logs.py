@@ -7,10 +7,12 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
 import socket
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -92,6 +94,26 @@ def test_log_to_a_file_of_ones_choice(tmp_path):
         f"maiffs.daemon: mounted {m.store} on {m.path}", f"maiffs.daemon: unmounted {m.path}"]
     assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
     assert not (m.store / "maiffs.log").exists()
+
+
+def test_sigusr1_writes_every_threads_stack_to_the_log_and_the_mount_goes_on(tmp_path):
+    with mount_session(tmp_path) as m:
+        write_file(m.path / "a", os.urandom(300_000), sync=True)
+        before = (m.store / "maiffs.log").read_text()
+        os.kill(m.daemon_pid(), signal.SIGUSR1)
+        deadline = time.monotonic() + 30
+        while "trio" not in (m.store / "maiffs.log").read_text()[len(before):]:
+            assert time.monotonic() < deadline, "no stacks in the log"
+            time.sleep(0.05)
+        dump = (m.store / "maiffs.log").read_text()[len(before):]
+        write_file(m.path / "b", b"still answering", sync=True)
+        assert read_file(m.path / "b") == b"still answering"
+        m.unmount()
+    assert re.search(r"^Thread 0x[0-9a-f]+ \(most recent call first\):$", dump, re.M)
+    frames = re.findall(r'^  File "([^"]+)", line \d+ in (\w+)$', dump, re.M)
+    assert any(path.endswith("maiffs/daemon.py") for path, _fn in frames), dump
+    last = (m.store / "maiffs.log").read_text().splitlines()[-1]
+    assert LINE.fullmatch(last) and last.endswith(f"unmounted {m.path}")  # and logging went on
 
 
 def test_log_to_syslog(tmp_path):
