@@ -58,12 +58,14 @@ __all__ = ["fsck", "Finding", "Report"]
 def fsck(store_path: str, repair: bool = False, progress: Progress | None = None) -> Report:
     """Check a store no daemon has mounted (StoreError if one has); with repair, fix it.
     progress is told of the chunks verified (the part that takes time in proportion to data)."""
-    store = Store.open(store_path, readonly=not repair)
-    lock = None
+    Store.open(store_path, readonly=True).close()  # not a store: say so, make no lock file in it
+    # the lock first: a mounted store's LMDB is never opened for writing (nor synced) by fsck
+    lock = StoreLock(store_path, "fsck --repair" if repair else "fsck")
     try:
-        lock = StoreLock(store_path, "fsck --repair" if repair else "fsck")
-        return check_and_repair(store, repair, progress)
+        store = Store.open(store_path, readonly=not repair)
+        try:
+            return check_and_repair(store, repair, progress)
+        finally:
+            store.close()
     finally:
-        store.close()
-        if lock is not None:
-            lock.release()
+        lock.release()
