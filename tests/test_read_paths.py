@@ -188,6 +188,36 @@ def test_map_growth_waits_for_the_readers_of_worker_threads(tmp_path: Path):
         assert txn.get("meta", b"grown") == b"y"
 
 
+def test_decoding_ahead_stops_before_the_store_closes(tmp_path: Path):
+    """At unmount the decoders are stopped first: queued decodes are dropped, running ones end,
+    so no decoder's read transaction outlives the store. Store layer, with a real LMDB."""
+    import threading
+
+    from maiffs.store.chunks import DECODERS, ChunkStore, prepare_chunk
+    from maiffs.store.env import Store
+
+    store = Store.create(str(tmp_path / "store"))
+    chunks = ChunkStore(cache_bytes=64 * MiB)
+    prepared = [prepare_chunk(random_bytes(f"c{i}", MiB), 3) for i in range(20)]
+    store.write(lambda txn: [chunks.add(txn, p) for p in prepared])
+
+    def map_growth(growing: bool) -> None:  # while the map grows, decoders wait to start
+        with store._map_guard:
+            store._growing = growing
+            store._map_guard.notify_all()
+
+    map_growth(True)
+    chunks.decode_ahead(store.read_in_worker, [p.id for p in prepared])
+    jobs = list(chunks.ahead.values())
+    threading.Timer(0.5, map_growth, args=(False,)).start()
+    chunks.stop_decoding()  # returns once the running decodes have ended
+    assert all(job.done() for job in jobs) and chunks.ahead == {}
+    decoded = [p.id for p, job in zip(prepared, jobs) if not job.cancelled()]
+    assert len(decoded) == DECODERS  # the ones running; the queued ones were dropped
+    assert all(chunks.cache.holds(cid) for cid in decoded)
+    store.close()
+
+
 def test_the_mount_reads_ahead_a_mebibyte(mounted):
     """The kernel's read-ahead for the mount is widened from FUSE's 128 KiB once INIT is
     answered (the kernel sets it there), so a sequential reader keeps the daemon busy."""

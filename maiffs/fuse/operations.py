@@ -534,3 +534,4 @@ class Operations(pyfuse3.Operations):
         self.ns.write_back_healed()
         self.ns.store.sync()
         self.pool.shutdown(wait=True)
+        self.ns.chunks.stop_decoding()

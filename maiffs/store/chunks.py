@@ -272,6 +272,15 @@ class ChunkStore:
                     self._decoders = ThreadPoolExecutor(DECODERS, thread_name_prefix="maiffs-decode")
                 self.ahead[cid] = self._decoders.submit(self._decode_local, open_read, cid)
 
+    def stop_decoding(self) -> None:
+        """Let the decodes in progress end and drop the queued ones, before the store closes:
+        a decoder's read transaction would otherwise outlive the environment (its views point
+        into a map that closing unmaps)."""
+        if self._decoders is not None:
+            self._decoders.shutdown(wait=True, cancel_futures=True)
+            self._decoders = None
+        self.ahead.clear()
+
     def _decode_local(self, open_read: Callable[..., AbstractContextManager[Txn]],
                       cid: bytes) -> bytes | None:
         """A stored chunk's verified bytes, now cached; None for anything but a good local
