@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import signal
 import stat
 import subprocess
@@ -20,6 +21,15 @@ import lmdb
 import pytest
 
 from conftest import maiffs
+
+
+def seeded_bytes(seed: int, n: int) -> bytes:
+    """Random (incompressible) bytes, the same every run. Content-defined chunking cuts random
+    data where its content says, so a test that needs a file of several chunks, or a chunk
+    boundary past some offset, takes a seed that gives them (and checks it does) rather than a
+    draw of os.urandom that breaks it now and then: 1% of 3 MiB draws are one chunk."""
+    return random.Random(seed).randbytes(n)
+
 
 #: A fixed old timestamp with nanoseconds, so preserved times are told apart from "now".
 BASE_NS = 1_234_567_890_123_456_789

@@ -26,6 +26,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import MaiffsMount, maiffs, make_mount
+from fsutil import seeded_bytes
 from maiffs.cli import cli
 from maiffs.report import store_report
 from maiffs.namespace.records import (ROOT_INO, Inode, backlink_key, cookie_key, decode_dirent,
@@ -36,7 +37,10 @@ from maiffs.store import STORE_FORMAT, Store, Txn
 from maiffs.store.seals import Sealing
 from old_store import make_old
 
-BIG = os.urandom(3 << 20) + b"tail"  # several chunks
+#: 4 chunks, the first ending past 1 MiB, where /cut is truncated (random draws have it under
+#: 1 MiB a third of the time, and /cut then holds big's second chunk or not, as the flush
+#: timing decides): test_the_data_is_cut_as_the_tests_need
+BIG = seeded_bytes(3, 3 << 20) + b"tail"
 TEXT = b"hello, fsck\n" * 1000
 T = TypeVar("T")
 NEEDS_REPAIR = re.compile(r"fsck: \d+ problems? found \(run `maiffs fsck \S+ --repair`\)$")
@@ -230,6 +234,29 @@ def _first_chunk_of_big(txn: Txn) -> tuple[int, bytes, int]:
     return extents_of(txn, "/big")[1]
 
 
+def users_of(store: Path, cid: bytes) -> list[str]:
+    """The files of populate that hold chunk cid: big and copy; cut (big truncated to 1 MiB)
+    too, should a flush have cut big's first chunk below 1 MiB. Counted, not guessed."""
+    return inspect(store, lambda txn: [name for name in ("big", "copy", "cut")
+                                       if any(c == cid for _o, c, _n in extents_of(txn, f"/{name}"))])
+
+
+def with_hole(name: str, off: int, length: int) -> bytes:
+    """What file name of populate reads after fsck --repair zeroed bytes off..off+length."""
+    data = BIG[:off] + bytes(length) + BIG[off + length:]
+    return data[:1 << 20] if name == "cut" else data
+
+
+def test_the_data_is_cut_as_the_tests_need() -> None:
+    """The damage tests break big's second chunk, which /cut must not hold, and a chunk in the
+    middle of only1 (seeded_bytes)."""
+    from maiffs.store.chunker import ChunkParams, cut_points
+
+    big = cut_points(BIG, ChunkParams())
+    assert len(big) >= 3 and big[0] > 1 << 20
+    assert len(cut_points(ONLY1, ChunkParams())) >= 3
+
+
 def test_corrupt_chunk_reads_eio_then_repair(store: Path, remount) -> None:
     found: list[tuple[int, bytes, int]] = []
 
@@ -242,11 +269,8 @@ def test_corrupt_chunk_reads_eio_then_repair(store: Path, remount) -> None:
 
     change(store, flip)
     off, cid, length = found[0]
-    # big and copy share the chunk; cut (big truncated to 1 MiB) too when the chunk lies below
-    # 1 MiB and the truncate did not recut it (the flush timing decides): count, don't guess
-    users = inspect(store, lambda txn: sum(any(c == cid for _o, c, _n in extents_of(txn, path))
-                                           for path in ("/big", "/copy", "/cut")))
-    assert users >= 2
+    users = users_of(store, cid)
+    assert users[:2] == ["big", "copy"]
 
     m = remount(store)
     with pytest.raises(OSError) as exc:
@@ -261,12 +285,11 @@ def test_corrupt_chunk_reads_eio_then_repair(store: Path, remount) -> None:
     out = detect_and_repair(store, f"chunk {cid.hex()}", "does not match its hash",
                             "(/big)", "(/copy)")
     assert f"bytes {off}-{off + length - 1} read as zeros" in out
-    assert f"data lost in {users} files" in out
+    assert f"data lost in {len(users)} files" in out
     m = remount(store)
-    expect = BIG[:off] + bytes(length) + BIG[off + length:]
-    assert (m.path / "big").read_bytes() == expect
-    assert (m.path / "copy").read_bytes() == expect
-    assert_undamaged(m.path, "big", "copy")
+    for name in users:
+        assert (m.path / name).read_bytes() == with_hole(name, off, length)
+    assert_undamaged(m.path, *users)
 
 
 def test_missing_chunk(store: Path, remount) -> None:
@@ -278,10 +301,12 @@ def test_missing_chunk(store: Path, remount) -> None:
 
     change(store, delete)
     off, cid, length = found[0]
+    users = users_of(store, cid)
     detect_and_repair(store, f"chunk {cid.hex()}", "is missing from the store", "(/big)")
     m = remount(store)
-    assert (m.path / "big").read_bytes() == BIG[:off] + bytes(length) + BIG[off + length:]
-    assert_undamaged(m.path, "big", "copy")
+    for name in users:
+        assert (m.path / name).read_bytes() == with_hole(name, off, length)
+    assert_undamaged(m.path, *users)
 
 
 def test_wrong_refcount(store: Path, remount) -> None:
@@ -388,8 +413,8 @@ def test_json_output(store: Path) -> None:
 
 
 # -- stores with snapshots ---------------------------------------------------------------------
-ONLY1 = os.urandom(3 << 20)  # only snapshot s1 holds these chunks at the end
-ONLY2 = os.urandom(1 << 20) + b"two"  # only s2
+ONLY1 = seeded_bytes(100, 3 << 20)  # only snapshot s1 holds these (3) chunks at the end
+ONLY2 = seeded_bytes(200, 1 << 20) + b"two"  # only s2
 VERSIONS = {name: b"%s version\n" % name.encode() * 700 for name in ("s1", "s2", "s3")}
 #: What each snapshot holds (beside what populate left, which none of them changes) ...
 SNAPSHOT_FILES = {"s1": {"v": VERSIONS["s1"], "only1": ONLY1},
@@ -817,21 +842,20 @@ def test_corrupt_chunk_shared_by_live_files_and_snapshots(snap_store: Path, remo
 
     change(snap_store, flip)
     off, cid, length = found[0]
+    users = users_of(snap_store, cid)  # every snapshot holds them as the live tree does
     out = detect_and_repair(snap_store, f"chunk {cid.hex()}", "does not match its hash", "(/big)",
                             "(/copy)", *(f"(/.snapshots/{s}/{f})" for s in SNAPSHOT_FILES
-                                         for f in ("big", "copy")))
-    assert "data lost in 8 files" in out
+                                         for f in users))
+    assert f"data lost in {len(users) * (1 + len(SNAPSHOT_FILES))} files" in out
     assert "objcache: inode" in out
     m = remount(snap_store)
-    expect = BIG[:off] + bytes(length) + BIG[off + length:]
     for top in [m.path, *(m.path / ".snapshots" / s for s in SNAPSHOT_FILES)]:
-        assert (top / "big").read_bytes() == expect
-        assert (top / "copy").read_bytes() == expect
-    assert_snapshots(m.path, skip=tuple(f"{s}/{f}" for s in SNAPSHOT_FILES
-                                        for f in ("big", "copy")))
-    assert_undamaged(m.path, "big", "copy")
+        for name in users:
+            assert (top / name).read_bytes() == with_hole(name, off, length)
+    assert_snapshots(m.path, skip=tuple(f"{s}/{f}" for s in SNAPSHOT_FILES for f in users))
+    assert_undamaged(m.path, *users)
     (m.path / ".snapshots" / "s4").mkdir()
-    assert (m.path / ".snapshots" / "s4" / "big").read_bytes() == expect
+    assert (m.path / ".snapshots" / "s4" / "big").read_bytes() == with_hole("big", off, length)
     m.unmount()
     code, out = fsck(snap_store)
     assert code == 0, out

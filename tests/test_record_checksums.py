@@ -26,7 +26,7 @@ import lmdb
 import pytest
 
 from conftest import MaiffsMount, maiffs, make_mount
-from fsutil import assert_same_tree, errno_of, run, tree_state
+from fsutil import assert_same_tree, errno_of, run, seeded_bytes, tree_state
 from maiffs.errors import CorruptRecord, FsError, StoreError
 from maiffs.fsck import fsck as fsck_report
 from maiffs.namespace.namespace import Namespace
@@ -37,7 +37,7 @@ from maiffs.store.seals import UNSEALED_DBS, Sealing, unseal
 from old_store import make_old
 
 TEXT = b"the victim's own words\n" * 500
-BIG = os.urandom(3 << 20)
+BIG = seeded_bytes(3, 3 << 20)  # 4 chunks (tests damage the second)
 SIBLINGS = {"d/a.txt": b"alpha\n" * 300, "d/sub/inner": b"inner\n" * 10}
 
 
