@@ -139,7 +139,7 @@ def mount(store: str, mountpoint: str, foreground: bool, debug: bool, options: t
     check_fuse()
     if opts.follow:
         _follower_store(store, opts.follow)
-    Store.open(store, readonly=True).env.close()  # fail early, in this process, on a bad store
+    Store.check(store)  # fail early, in this process, on a bad store
     check_store_free(os.path.abspath(store))
     check_mountpoint(mountpoint, opts.nonempty)
     logs.setup(opts.log, store, foreground, opts.debug)
@@ -303,7 +303,7 @@ def remote_add(store: str, name: str, url: str, endpoint: str | None) -> None:
     (s3://BUCKET/PREFIX; credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or boto3's
     files, never stored here)."""
     path = resolve_store(store)
-    Store.open(path, readonly=True).env.close()  # only in a store
+    Store.check(path)  # only in a store
     url = remotes.with_endpoint(url, endpoint)
     remotes.check_url(url)
     known = remotes.load(path)

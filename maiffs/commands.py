@@ -102,7 +102,7 @@ def offline(store_path: str, request: dict[str, Any]) -> dict[str, Any]:
     """Run request on an unmounted store, holding its lock meanwhile."""
     if not os.path.isdir(store_path):
         raise StoreError(f"{store_path}: no such store directory or maiffs mount")
-    Store.open(store_path, readonly=True).env.close()  # not a store: say so, leave it untouched
+    Store.check(store_path)  # not a store: say so, leave it untouched
     lock = StoreLock(store_path, f"maiffs {request.get('op')}")
     try:
         store = Store.open(store_path)

@@ -99,4 +99,3 @@ def dump_stacks_on_sigusr1(stream: TextIO) -> None:
     faulthandler writes from the signal handler itself, so it works even when every thread
     is blocked. (The one multi-line entry a log file can get.)"""
     faulthandler.register(signal.SIGUSR1, file=stream, all_threads=True)
-

@@ -5,8 +5,8 @@ kernel for a reply that never comes) or when a maiffs command waits on one. Afte
 seconds of one test, the watchdog prints the test's name and the Python stacks of pytest and
 of every maiffs process of the run (each dumps its own on SIGUSR1: maiffs/logs.py; a daemon
 into its log, whose new lines are printed here), then kills those processes and lazily unmounts
-the run's maiffs mounts. The blocked call then fails (ENOTCONN) and the test fails and tears down as usual; if
-it is still stuck after GRACE_S more, the run ends with exit code 1.
+the run's maiffs mounts. The blocked call then fails (ECONNABORTED), and the test fails and
+tears down as usual; if it is still stuck GRACE_S later, the run ends with exit code 1.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class Watchdog:
               f"--- pytest (pid {os.getpid()}):", file=sys.stderr, flush=True)
         faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
         pids = maiffs_processes(self.basetemp)
-        for text in dump_stacks(pids).values():
+        for text in dump_stacks(pids):
             print(f"--- {text}", file=sys.stderr, flush=True)
         for pid in pids:
             _kill(pid)
@@ -120,14 +120,14 @@ def _log_files(pid: int) -> list[str]:
     return paths
 
 
-def dump_stacks(pids: list[int]) -> dict[int, str]:
+def dump_stacks(pids: list[int]) -> list[str]:
     """Each process's command line and what it wrote to its log files on SIGUSR1 (its stacks;
     a command's go to its stderr, which the test that ran it has)."""
     logs = {pid: {path: os.path.getsize(path) for path in _log_files(pid)} for pid in pids}
     for pid in pids:
         _kill(pid, signal.SIGUSR1)
     time.sleep(DUMP_WAIT_S)
-    out = {}
+    out = []
     for pid in pids:
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -138,7 +138,7 @@ def dump_stacks(pids: list[int]) -> dict[int, str]:
             with open(path, errors="replace") as f:
                 f.seek(size)
                 text += f"{path}, new lines:\n{f.read()}"
-        out[pid] = text
+        out.append(text)
     return out
 
 

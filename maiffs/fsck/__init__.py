@@ -58,7 +58,7 @@ __all__ = ["fsck", "Finding", "Report"]
 def fsck(store_path: str, repair: bool = False, progress: Progress | None = None) -> Report:
     """Check a store no daemon has mounted (StoreError if one has); with repair, fix it.
     progress is told of the chunks verified (the part that takes time in proportion to data)."""
-    Store.open(store_path, readonly=True).close()  # not a store: say so, make no lock file in it
+    Store.check(store_path)  # not a store: say so, make no lock file in it
     # the lock first: a mounted store's LMDB is never opened for writing (nor synced) by fsck
     lock = StoreLock(store_path, "fsck --repair" if repair else "fsck")
     try:

@@ -242,6 +242,12 @@ class Store:
         return store
 
     @classmethod
+    def check(cls, path: str) -> None:
+        """Refuse (StoreError) what is not a store this maiffs can open, changing nothing:
+        before a command makes anything in path (a lock file) or forks a daemon for it."""
+        cls.open(path, readonly=True).close()
+
+    @classmethod
     def open(cls, path: str, readonly: bool = False) -> "Store":
         """Open an existing store, refusing anything that is not one or is of a newer format."""
         if not os.path.isdir(path):
